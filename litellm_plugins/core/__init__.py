@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, database pool and migrator, Redis, errors, HTTP routes, startup."""

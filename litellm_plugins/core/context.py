@@ -1,0 +1,50 @@
+"""Per-request facts our hooks hand to each other, carried in LiteLLM's own request metadata.
+
+``data["metadata"]["litellm_plugins"]`` set in ``async_pre_call_hook`` is the *same dict* LiteLLM
+passes as ``kwargs["metadata"]`` to ``async_pre_call_deployment_hook`` and as
+``kwargs["litellm_params"]["metadata"]`` to the logging callbacks (verified on 1.102.4), so a fact
+recorded early (routing decision, hold) or per attempt (BYOK key used) is there at settle time.
+
+LiteLLM forwards this metadata to logging integrations: never put a secret in it.
+
+Keys (each owned by one capability):
+  account        core     account id the request is billed to (``user:…``/``team:…``/``key:…``)
+  requested_model routing the model name the client sent
+  power_level    routing  eco / balanced / precision / custom
+  tier           routing  caller's tier
+  model_group    routing  model group chosen (``data["model"]`` after routing)
+  degraded       routing  True when routed to a cheaper level for lack of credits
+  byok_provider  byok     provider for which the caller has a key usable on this request
+  byok_policy    byok     "prefer" | "only"
+  byok_used      byok     True once an attempt went out with the caller's key (set per attempt)
+  hold           credits  {"amount": units, "account": id} placed before the call
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTEXT_KEY = "litellm_plugins"
+
+
+def for_request(data: dict[str, Any]) -> dict[str, Any]:
+    """The context of a request being pre-processed (``async_pre_call_hook``'s ``data``)."""
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = data["metadata"] = {}
+    context = metadata.get(CONTEXT_KEY)
+    if not isinstance(context, dict):
+        context = metadata[CONTEXT_KEY] = {}
+    return context
+
+
+def for_attempt(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The context inside ``async_pre_call_deployment_hook`` (``kwargs["metadata"]``)."""
+    return for_request(kwargs)
+
+
+def from_logging(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The context in ``async_log_success_event`` / ``async_log_failure_event`` kwargs (read-only)."""
+    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or kwargs.get("metadata") or {}
+    context = metadata.get(CONTEXT_KEY) if isinstance(metadata, dict) else None
+    return context if isinstance(context, dict) else {}

@@ -1,0 +1,38 @@
+"""OpenAI-shaped errors, raised the way LiteLLM expects from hooks and routes.
+
+LiteLLM renders ``ProxyException`` as ``{"error": {"message", "type", "param", "code"}}`` with the
+status in ``code`` — for its own routes, for ours mounted on its app, and for pre-call hook
+rejections of streaming requests too. So every error we raise is a ``ProxyException``.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from litellm.proxy._types import ProxyException
+
+
+def plugin_error(status: int, message: str, type_: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> ProxyException:
+    return ProxyException(message=message, type=type_, param=param, code=status, headers=headers)
+
+
+def bad_request(message: str, param: str | None = None) -> NoReturn:
+    raise plugin_error(400, message, "invalid_request_error", param)
+
+
+def unauthorized(message: str) -> NoReturn:
+    raise plugin_error(401, message, "authentication_error")
+
+
+def forbidden(message: str, param: str | None = None) -> NoReturn:
+    raise plugin_error(403, message, "permission_denied", param)
+
+
+def not_found(message: str, param: str | None = None) -> NoReturn:
+    raise plugin_error(404, message, "not_found_error", param)
+
+
+def service_unavailable(message: str, retry_after_s: int | None = None) -> NoReturn:
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    raise plugin_error(503, message, "service_unavailable", headers=headers)

@@ -1,0 +1,29 @@
+"""The shared Redis client (asyncio), one per worker; Redis is a fast path, never the book of record."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+
+class RedisUnavailable(Exception):
+    pass
+
+
+def redact_url(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def create_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0,
+                                   health_check_interval=30, decode_responses=False)
+
+
+async def check(client: aioredis.Redis, url: str) -> None:
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {exc}") from None

@@ -1,0 +1,79 @@
+"""Our HTTP routes under ``/plugins/...``, mounted on the proxy's own FastAPI app.
+
+Authentication is LiteLLM's (``user_api_key_auth``: virtual keys, master key, custom auth). Its route
+checks refuse non-admin keys on routes it does not know unless each key lists them in
+``allowed_routes``; registering ``/plugins/*`` as a self-managed route lets plain user keys reach
+their own data, and every route then decides admin-vs-owner itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+from litellm.proxy._types import LiteLLMRoutes, UserAPIKeyAuth
+from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
+
+from litellm_plugins.core import runtime
+from litellm_plugins.core.errors import forbidden
+from litellm_plugins.core.identity import Caller
+from litellm_plugins.core.migrator import status as migration_status
+
+PREFIX = "/plugins"
+USER_ROUTE_PATTERN = f"{PREFIX}/*"
+
+
+async def current_caller(auth: UserAPIKeyAuth = Depends(user_api_key_auth)) -> Caller:
+    return Caller.from_auth(auth)
+
+
+async def admin_caller(caller: Caller = Depends(current_caller)) -> Caller:
+    if not caller.is_admin:
+        forbidden("this route needs the master key or a proxy_admin key")
+    return caller
+
+
+ready_router = APIRouter(prefix=PREFIX, tags=["litellm-plugins"])
+
+
+@ready_router.get("/ready")
+async def ready() -> JSONResponse:
+    """Unauthenticated like LiteLLM's ``/health/readiness``: reachability only, no data."""
+    rt = runtime.current()
+    if rt is None:
+        return JSONResponse({"status": "not_ready", "reason": "plugins not started"}, status_code=503)
+    body: dict[str, Any] = {}
+    ok = True
+    try:
+        async with rt.pool.acquire(timeout=2.0) as conn:
+            state = await asyncio.wait_for(migration_status(conn), 2.0)
+        body["postgres"] = {"reachable": True}
+        body["migrations"] = {"current": state.current, "applied": len(state.applied),
+                              "pending": state.pending}
+        ok &= state.current
+    except Exception as exc:  # noqa: BLE001 - readiness reports every failure as "not ready"
+        body["postgres"] = {"reachable": False, "error": type(exc).__name__}
+        ok = False
+    try:
+        await asyncio.wait_for(rt.redis.ping(), 2.0)
+        body["redis"] = {"reachable": True}
+    except Exception as exc:  # noqa: BLE001
+        body["redis"] = {"reachable": False, "error": type(exc).__name__}
+        ok = False
+    body["tasks"] = rt.tasks.describe()
+    ok &= rt.tasks.healthy
+    body["status"] = "ready" if ok else "not_ready"
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def mount(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Include our routers once per worker and let non-admin keys through LiteLLM's route check."""
+    self_managed = LiteLLMRoutes.self_managed_routes.value
+    if USER_ROUTE_PATTERN not in self_managed:
+        self_managed.append(USER_ROUTE_PATTERN)
+    mounted = {getattr(r, "path", None) for r in app.router.routes}
+    for router in [ready_router, *routers]:
+        if not any(getattr(r, "path", None) in mounted for r in router.routes):
+            app.include_router(router)

@@ -1,0 +1,131 @@
+"""The ``litellm_plugins:`` section of ``proxy_config.yaml``: loading, env resolution, validation.
+
+Settings are validated once per worker at startup; a bad value stops the proxy with a message that
+names the key (``litellm_plugins.credits.starting_grant: ...``) instead of failing on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from litellm_plugins.byok.settings import ByokSettings
+from litellm_plugins.credits.settings import CreditsSettings
+from litellm_plugins.health.settings import HealthSettings
+from litellm_plugins.routing.settings import RoutingSettings
+
+SECTION = "litellm_plugins"
+ENV_PREFIX = "os.environ/"
+
+
+class SettingsError(Exception):
+    """Invalid or missing plugin settings; the message names every bad key."""
+
+
+class StrictModel(BaseModel):
+    """Base for every settings model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSettings(StrictModel):
+    database_url: str = Field(description="Postgres DSN for our own schema (never LiteLLM's `public`).")
+    redis_url: str = Field(description="Redis URL shared by every worker and instance.")
+    redis_key_prefix: str = Field(default="litellm_plugins:", min_length=1, max_length=64,
+                                  description="Prefix of every Redis key we write (several deployments can share one Redis).")
+    migrate_on_startup: bool = True
+    db_pool_min_size: int = Field(default=1, ge=0, le=100)
+    db_pool_max_size: int = Field(default=10, ge=1, le=500)
+    credits: CreditsSettings = CreditsSettings()
+    routing: RoutingSettings = RoutingSettings()
+    byok: ByokSettings = ByokSettings()
+    health: HealthSettings = HealthSettings()
+
+
+def resolve_env(value: Any, path: str = SECTION) -> Any:
+    """Replace ``os.environ/NAME`` strings, as LiteLLM does for its own sections.
+
+    An unset variable is an error naming both the key and the variable, because an empty secret
+    silently accepted is how a proxy ends up running without encryption or a database.
+    """
+    if isinstance(value, dict):
+        return {k: resolve_env(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX):]
+        resolved = os.environ.get(name)
+        if resolved is None or resolved == "":
+            raise SettingsError(f"{path}: environment variable {name} is not set")
+        return resolved
+    return value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join([SECTION, *(str(part) for part in error["loc"])])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown setting"
+    if error["type"] == "missing":
+        return f"{key}: required setting is missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def parse_settings(section: Any) -> PluginSettings:
+    """Validate a raw ``litellm_plugins:`` mapping (env references are resolved first)."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise SettingsError(f"{SECTION}: must be a mapping, got {type(section).__name__}")
+    try:
+        return PluginSettings.model_validate(resolve_env(section))
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors(include_url=False)]
+        raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise SettingsError(f"config file {path} must be a mapping")
+    return config
+
+
+def config_path_from_environment() -> Path:
+    """Find the config file the proxy was started with.
+
+    ``litellm --config X`` stores ``{"config": X}`` in ``WORKER_CONFIG``; container setups often use
+    ``CONFIG_FILE_PATH``, which LiteLLM itself prefers. We follow the same order.
+    """
+    explicit = os.environ.get("CONFIG_FILE_PATH")
+    if explicit:
+        return Path(explicit)
+    worker = os.environ.get("WORKER_CONFIG")
+    if worker:
+        try:
+            data = json.loads(worker)
+        except json.JSONDecodeError:
+            data = worker
+        candidate = data.get("config") if isinstance(data, dict) else data
+        if isinstance(candidate, str) and candidate:
+            return Path(candidate)
+    raise SettingsError(
+        "cannot find the proxy config: start the proxy with `litellm --config proxy_config.yaml` "
+        "or set CONFIG_FILE_PATH"
+    )
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> tuple[PluginSettings, dict[str, Any]]:
+    """Load and validate settings; returns them with the whole config (capabilities read `model_list`)."""
+    config = load_config_file(path or config_path_from_environment())
+    return parse_settings(config.get(SECTION)), config

@@ -1,0 +1,111 @@
+"""Worker startup: validate settings, connect, migrate, mount routes, start background jobs.
+
+LiteLLM runs ``LITELLM_WORKER_STARTUP_HOOKS=litellm_plugins.core.startup:start`` once per worker,
+inside its lifespan and before it loads the config. Raising here stops the proxy, which is what we
+want for bad settings or unreachable services: fail at boot with one clear line, not on the first
+user request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from types import ModuleType
+
+from fastapi import APIRouter
+
+from litellm_plugins.core import runtime
+from litellm_plugins.core.db import DatabaseUnavailable, create_pool
+from litellm_plugins.core.migrator import MigrationError, migrate
+from litellm_plugins.core.migrator import status as migration_status
+from litellm_plugins.core.redis import RedisUnavailable, check, create_client
+from litellm_plugins.core.routes import mount
+from litellm_plugins.core.settings import PluginSettings, SettingsError, load_settings
+
+log = logging.getLogger("litellm_plugins")
+
+# Order matters for nothing but readability; each capability is independent.
+CAPABILITIES = ("health", "routing", "byok", "credits")
+
+
+EXIT_STARTUP_REFUSED = 3
+
+
+def hook_path(capability: str) -> str:
+    return f"litellm_plugins.{capability}.{capability}_hook"
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def check_callbacks(settings: PluginSettings, config: dict) -> None:
+    """An enabled capability whose hook is not registered would silently do nothing: refuse."""
+    callbacks = (config.get("litellm_settings") or {}).get("callbacks") or []
+    for capability in CAPABILITIES:
+        if getattr(settings, capability).enabled and hook_path(capability) not in callbacks:
+            raise SettingsError(
+                f"litellm_plugins.{capability}.enabled is true but {hook_path(capability)} is not "
+                "listed in litellm_settings.callbacks")
+
+
+def validate_capabilities(settings: PluginSettings, config: dict) -> None:
+    """Cross-checks that need the whole config (e.g. model groups named in a policy exist)."""
+    for capability in CAPABILITIES:
+        section = getattr(settings, capability)
+        if section.enabled and hasattr(section, "check_config"):
+            section.check_config(config)
+
+
+async def build_runtime() -> runtime.Runtime:
+    settings, config = load_settings()
+    check_callbacks(settings, config)
+    validate_capabilities(settings, config)
+    pool = await create_pool(settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size)
+    async with pool.acquire() as conn:
+        if settings.migrate_on_startup:
+            applied = await migrate(conn)
+            if applied:
+                log.warning("litellm-plugins: applied migrations %s", ", ".join(applied))
+        else:
+            state = await migration_status(conn)
+            if not state.current:
+                raise MigrationError(
+                    f"database is missing migrations {', '.join(state.pending)}: run `litellm-plugins migrate`")
+    redis = create_client(settings.redis_url)
+    await check(redis, settings.redis_url)
+    return runtime.Runtime(settings=settings, config=config, pool=pool, redis=redis)
+
+
+async def start() -> None:
+    try:
+        rt = await build_runtime()
+    except (SettingsError, DatabaseUnavailable, RedisUnavailable, MigrationError) as exc:
+        # One clear line and a non-zero exit: Starlette would wrap any exception raised here in a
+        # traceback that buries the only sentence the operator needs.
+        print(f"litellm-plugins: startup refused: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_STARTUP_REFUSED)
+    runtime.install(rt)
+    from litellm.proxy.proxy_server import app
+
+    routers: list[APIRouter] = []
+    for capability in CAPABILITIES:
+        if not getattr(rt.settings, capability).enabled:
+            continue
+        api = _optional_module(f"litellm_plugins.{capability}.api")
+        if api is not None:
+            routers.append(api.router)
+        hook = _optional_module(f"litellm_plugins.{capability}.hook")
+        if hook is not None and hasattr(hook, "start"):
+            await hook.start(rt)
+    mount(app, routers)
+    log.info("litellm-plugins started: %s", ", ".join(
+        c for c in CAPABILITIES if getattr(rt.settings, c).enabled) or "no capabilities enabled")

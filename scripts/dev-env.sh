@@ -1,0 +1,41 @@
+# Sourced by scripts/serve and scripts/test: make this machine ready to run the proxy and the tests.
+# Starts local Postgres/Redis when they are not running, builds .venv from pyproject.toml (again
+# only when pyproject.toml changed), installs the pinned `prisma` CLI used by `prisma validate`,
+# and exports development defaults (each one overridable from the environment).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[dev-env] %s\n' "$*" >&2; }
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  pg_isready -h 127.0.0.1 -p 5432 || { log "PostgreSQL did not start"; exit 1; }
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not start"; exit 1; }
+fi
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing Python dependencies into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/prisma ]; then
+  log "installing the prisma CLI (schema validation only)"
+  npm install --no-audit --no-fund --loglevel=error >/dev/null || log "npm install failed: prisma validate will be skipped"
+fi
+
+export PATH="$ROOT/.venv/bin:$PATH"
+export LITELLM_LOCAL_MODEL_COST_MAP="${LITELLM_LOCAL_MODEL_COST_MAP:-True}"
+export LITELLM_WORKER_STARTUP_HOOKS="${LITELLM_WORKER_STARTUP_HOOKS:-litellm_plugins.core.startup:start}"
+export LITELLM_MASTER_KEY="${LITELLM_MASTER_KEY:-sk-local-master-key}"
+export LITELLM_PLUGINS_DATABASE_URL="${LITELLM_PLUGINS_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/litellm_plugins}"
+export LITELLM_PLUGINS_REDIS_URL="${LITELLM_PLUGINS_REDIS_URL:-redis://127.0.0.1:6379/0}"

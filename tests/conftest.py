@@ -1,0 +1,98 @@
+"""Fixtures: real Postgres/Redis (throwaway per run), the fake provider, real proxy processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fake_provider import FakeProviderServer
+from tests.support.proxy import KeyFile, ProxyProcess, test_config
+from tests.support.services import REDIS_URL, redis_prefix, throwaway_database
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeProviderServer]:
+    server = FakeProviderServer()
+    server.up()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def fake(fake_server: FakeProviderServer) -> Iterator[FakeProviderServer]:
+    """The fake provider with a clean record and no failures for this test."""
+    fake_server.provider.reset()
+    fake_server.up()
+    yield fake_server
+    fake_server.up()
+    fake_server.provider.reset()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with throwaway_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def module_database() -> AsyncIterator[str]:
+    async with throwaway_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def module_redis_prefix() -> AsyncIterator[str]:
+    async with redis_prefix() as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proxy")
+
+
+@pytest.fixture(scope="module")
+def keys(workdir: Path) -> KeyFile:
+    return KeyFile(workdir / "keys.json")
+
+
+StartProxy = Callable[..., ProxyProcess]
+
+
+@pytest.fixture(scope="module")
+def start_proxy(fake_server: FakeProviderServer, module_database: str, module_redis_prefix: str,
+                workdir: Path, keys: KeyFile) -> Iterator[StartProxy]:
+    """Start real ``litellm`` processes sharing this module's Postgres database and Redis prefix.
+
+    ``start_proxy(plugins={...}, overrides={...}, name=..., num_workers=...)``; every process is
+    stopped when the module ends. Call it twice for two proxies on the same Postgres/Redis.
+    """
+    started: list[ProxyProcess] = []
+
+    def start(plugins: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+              name: str | None = None, num_workers: int = 1, wait: bool = True,
+              env: dict[str, str] | None = None, with_plugins: bool = True) -> ProxyProcess:
+        config_overrides = dict(overrides or {})
+        if plugins:
+            config_overrides["litellm_plugins"] = {**config_overrides.get("litellm_plugins", {}),
+                                                  **plugins}
+        config_overrides.setdefault("litellm_plugins", {})
+        config_overrides["litellm_plugins"].setdefault("redis_key_prefix", module_redis_prefix)
+        config = test_config(fake_server.base_url, config_overrides)
+        proxy_env = {
+            "LITELLM_PLUGINS_DATABASE_URL": module_database,
+            "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,
+            "LITELLM_PLUGINS_TEST_KEYS": str(keys.path),
+            **(env or {}),
+        }
+        proxy = ProxyProcess(config, workdir, proxy_env, name=name or f"proxy{len(started)}",
+                             num_workers=num_workers, plugins=with_plugins)
+        started.append(proxy)
+        return proxy.start(wait=wait)
+
+    yield start
+    for proxy in started:
+        proxy.stop()

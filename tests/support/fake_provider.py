@@ -1,0 +1,305 @@
+"""A fake OpenAI-compatible provider on loopback — the only fake in end-to-end tests.
+
+Serves chat completions (plain and streamed, with ``usage``), text completions, embeddings and
+``/models``; fails on demand (status codes, slowness, down); records the Authorization header and
+model of every call. Runs in a thread of the test process, or standalone
+(``python -m tests.support.fake_provider --port 9000``) for benchmarks, and is steerable over HTTP
+(``/_fake/...``) so other processes can drive it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Call:
+    path: str
+    model: str | None
+    authorization: str | None
+    body: dict[str, Any]
+    stream: bool
+    status: int
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Failure:
+    status: int
+    remaining: int | None  # None = until cleared
+    models: set[str] | None  # None = every model
+    message: str = "fake provider failure"
+
+
+class FakeProvider:
+    """Shared state + the ASGI app; methods are thread-safe enough for tests (one lock)."""
+
+    def __init__(self, completion_tokens: int = 8) -> None:
+        self.completion_tokens = completion_tokens
+        self.calls: list[Call] = []
+        self._failures: list[Failure] = []
+        self._delays: dict[str | None, float] = {}
+        self.rejected_keys: set[str] = set()
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/completions", self._text, methods=["POST"]),
+            Route("/completions", self._text, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/models", self._models, methods=["GET"]),
+            Route("/_fake/calls", self._ctl_calls, methods=["GET", "DELETE"]),
+            Route("/_fake/fail", self._ctl_fail, methods=["POST", "DELETE"]),
+            Route("/_fake/delay", self._ctl_delay, methods=["POST", "DELETE"]),
+        ])
+
+    # ---- control ---------------------------------------------------------------------------
+    def fail(self, status: int = 500, times: int | None = None, models: set[str] | None = None,
+             message: str = "fake provider failure") -> None:
+        with self._lock:
+            self._failures.append(Failure(status, times, set(models) if models else None, message))
+
+    def set_delay(self, seconds: float, model: str | None = None) -> None:
+        with self._lock:
+            self._delays[model] = seconds
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self._failures.clear()
+            self._delays.clear()
+            self.rejected_keys.clear()
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
+
+    def calls_to(self, model: str | None = None, path_suffix: str = "") -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if (model is None or c.model == model)
+                    and c.path.endswith(path_suffix)]
+
+    # ---- behaviour -------------------------------------------------------------------------
+    def _take_failure(self, model: str | None) -> Failure | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure.models is None or model in failure.models:
+                    if failure.remaining is not None:
+                        failure.remaining -= 1
+                        if failure.remaining <= 0:
+                            self._failures.remove(failure)
+                    return failure
+        return None
+
+    async def _prelude(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = {}
+        model = body.get("model")
+        auth = request.headers.get("authorization")
+        delay = self._delays.get(model, self._delays.get(None, 0.0))
+        if delay:
+            await asyncio.sleep(delay)
+        status = 200
+        error: Response | None = None
+        token = (auth or "").removeprefix("Bearer ").strip()
+        if token in self.rejected_keys:
+            status = 401
+            error = _error(401, "Incorrect API key provided", "invalid_api_key")
+        else:
+            failure = self._take_failure(model)
+            if failure is not None:
+                status = failure.status
+                error = _error(failure.status, failure.message, "fake_failure")
+        with self._lock:
+            self.calls.append(Call(request.url.path, model, auth, body, bool(body.get("stream")), status))
+        return body, error
+
+    @staticmethod
+    def prompt_tokens(body: dict[str, Any]) -> int:
+        """Deterministic token count: one token per 4 characters of message text, at least 1."""
+        text = ""
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            if isinstance(content, str):
+                text += content
+            elif isinstance(content, list):
+                text += "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(body.get("prompt"), str):
+            text += body["prompt"]
+        return max(1, len(text) // 4)
+
+    def _completion_tokens(self, body: dict[str, Any]) -> int:
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        return min(self.completion_tokens, limit) if limit else self.completion_tokens
+
+    async def _chat(self, request: Request) -> Response:
+        body, error = await self._prelude(request)
+        if error is not None:
+            return error
+        model = body.get("model", "unknown")
+        prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}
+        words = [f"w{i}" for i in range(completion)]
+        created = int(time.time())
+        cid = f"chatcmpl-fake-{len(self.calls)}"
+        if not body.get("stream"):
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": " ".join(words)}}],
+                "usage": usage,
+            })
+
+        async def events():
+            base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                             "finish_reason": None}]})
+            for word in words:
+                yield _sse({**base, "choices": [{"index": 0, "delta": {"content": word + " "},
+                                                 "finish_reason": None}]})
+            yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            yield _sse({**base, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _text(self, request: Request) -> Response:
+        body, error = await self._prelude(request)
+        if error is not None:
+            return error
+        prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
+        return JSONResponse({
+            "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "text": " ".join(f"w{i}" for i in range(completion)),
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+        })
+
+    async def _embeddings(self, request: Request) -> Response:
+        body, error = await self._prelude(request)
+        if error is not None:
+            return error
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        return JSONResponse({
+            "object": "list", "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                     for i, _ in enumerate(inputs)],
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+        })
+
+    async def _models(self, request: Request) -> Response:
+        _, error = await self._prelude(request)
+        if error is not None:
+            return error
+        return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    # ---- HTTP control (for other processes) ------------------------------------------------
+    async def _ctl_calls(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.reset()
+            return JSONResponse({"ok": True})
+        with self._lock:
+            return JSONResponse([asdict(c) for c in self.calls])
+
+    async def _ctl_fail(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.clear_failures()
+            return JSONResponse({"ok": True})
+        spec = await request.json()
+        self.fail(spec.get("status", 500), spec.get("times"), set(spec["models"]) if spec.get("models") else None)
+        return JSONResponse({"ok": True})
+
+    async def _ctl_delay(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.clear_failures()
+            return JSONResponse({"ok": True})
+        spec = await request.json()
+        self.set_delay(float(spec["seconds"]), spec.get("model"))
+        return JSONResponse({"ok": True})
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {
+        "message": message, "type": "invalid_request_error" if status < 500 else "server_error",
+        "param": None, "code": code}})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeProviderServer:
+    """Runs a FakeProvider on a loopback port in a thread; ``down()``/``up()`` close and reopen it."""
+
+    def __init__(self, provider: FakeProvider | None = None, port: int | None = None) -> None:
+        self.provider = provider or FakeProvider()
+        self.port = port or free_port()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def up(self) -> None:
+        if self._thread is not None:
+            return
+        config = uvicorn.Config(self.provider.app, host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("fake provider did not start")
+            time.sleep(0.01)
+
+    def down(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--completion-tokens", type=int, default=8)
+    args = parser.parse_args()
+    uvicorn.run(FakeProvider(args.completion_tokens).app, host="127.0.0.1", port=args.port,
+                log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Start the real ``litellm`` CLI with a test variant of ``proxy_config.yaml``.
+
+The variant keeps the operator's config — models, callbacks, ``litellm_plugins:`` — and changes only
+what a test machine needs: every provider's ``api_base`` points at the fake provider, platform keys
+are recognisable test strings, auth goes through ``tests.support.custom_auth``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.fake_provider import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PROXY_CONFIG = ROOT / "proxy_config.yaml"
+MASTER_KEY = "sk-test-master-0000"
+STARTUP_HOOK = "litellm_plugins.core.startup:start"
+# Providers LiteLLM talks to in a non-OpenAI wire format; the fake speaks only OpenAI's, so their
+# test deployments go through LiteLLM's OpenAI client (same model name, same prices).
+NON_OPENAI_WIRE = ("anthropic/", "ollama_chat/", "ollama/")
+
+
+def platform_key(model: str) -> str:
+    provider = model.split("/", 1)[0]
+    return f"sk-platform-{provider}"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = yaml.safe_load(PROXY_CONFIG.read_text())
+    for entry in config["model_list"]:
+        params = entry["litellm_params"]
+        if "mock_response" in params:
+            continue
+        model = params["model"]
+        if model.startswith(NON_OPENAI_WIRE):
+            params["model"] = "openai/" + model.split("/", 1)[1]
+            params["custom_llm_provider"] = "openai"
+        params["api_base"] = fake_base_url
+        params["api_key"] = platform_key(model)
+    config.setdefault("general_settings", {})["custom_auth"] = "tests.support.custom_auth.authenticate"
+    return deep_merge(config, overrides or {})
+
+
+class KeyFile:
+    """Test virtual keys (read by tests.support.custom_auth inside the proxy)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keys: dict[str, dict[str, Any]] = {}
+        self._write()
+
+    def add(self, key: str, user_id: str | None = None, team_id: str | None = None,
+            models: list[str] | None = None, metadata: dict[str, Any] | None = None,
+            team_metadata: dict[str, Any] | None = None, user_role: str | None = None) -> str:
+        spec: dict[str, Any] = {"user_id": user_id, "team_id": team_id, "models": models or [],
+                                "metadata": metadata or {}, "team_metadata": team_metadata or {}}
+        if user_role:
+            spec["user_role"] = user_role
+        self.keys[key] = spec
+        self._write()
+        return key
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.keys))
+        os.replace(tmp, self.path)
+        # custom_auth re-reads on mtime change; make sure two quick writes differ.
+        now = time.time()
+        os.utime(self.path, (now, now + len(self.keys) * 1e-3))
+
+
+class ProxyProcess:
+    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str],
+                 name: str = "proxy", num_workers: int = 1, plugins: bool = True) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.name = name
+        self.port = free_port()
+        self.num_workers = num_workers
+        self.plugins = plugins
+        self.config_path = workdir / f"{name}_config.yaml"
+        self.log_path = workdir / f"{name}.log"
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def process_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.endswith("_API_KEY") and k not in ("DATABASE_URL", "CONFIG_FILE_PATH")}
+        env.update({
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.plugins:
+            env["LITELLM_WORKER_STARTUP_HOOKS"] = STARTUP_HOOK
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 90.0, wait: bool = True) -> ProxyProcess:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        litellm_cli = Path(sys.executable).with_name("litellm")
+        cmd = [str(litellm_cli), "--config", str(self.config_path), "--host", "127.0.0.1",
+               "--port", str(self.port)]
+        if self.num_workers > 1:
+            cmd += ["--num_workers", str(self.num_workers)]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.process_env(), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        path = "/plugins/ready" if self.plugins else "/health/liveliness"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + path, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the proxy and its workers), as a crash would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def client(self, key: str = MASTER_KEY, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
