@@ -12,6 +12,14 @@ from typing import NoReturn
 from litellm.proxy._types import ProxyException
 
 
+class SettingsError(Exception):
+    """Invalid or missing plugin settings; the message names every bad key.
+
+    Lives here (not in ``core.settings``) so capability ``settings.py`` modules, which
+    ``core.settings`` imports, can raise it from ``check_config`` without an import cycle.
+    """
+
+
 def plugin_error(status: int, message: str, type_: str, param: str | None = None,
                  headers: dict[str, str] | None = None) -> ProxyException:
     return ProxyException(message=message, type=type_, param=param, code=status, headers=headers)

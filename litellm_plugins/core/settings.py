@@ -15,16 +15,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from litellm_plugins.byok.settings import ByokSettings
+from litellm_plugins.core.errors import SettingsError
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.health.settings import HealthSettings
 from litellm_plugins.routing.settings import RoutingSettings
 
+__all__ = ["PluginSettings", "SettingsError", "StrictModel", "load_settings", "parse_settings"]
+
 SECTION = "litellm_plugins"
 ENV_PREFIX = "os.environ/"
-
-
-class SettingsError(Exception):
-    """Invalid or missing plugin settings; the message names every bad key."""
 
 
 class StrictModel(BaseModel):
