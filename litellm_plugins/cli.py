@@ -6,11 +6,16 @@ Each capability adds its own sub-commands from ``litellm_plugins/<capability>/cl
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import importlib
 import os
-import sys
+
+# Importing litellm fetches its model price map from the internet unless told not to; an operator
+# command must not stall (or fail) on that. Set before any litellm import below.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import argparse  # noqa: E402
+import asyncio
+import importlib  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Awaitable, Callable
 from typing import Any
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports litellm: never fetch the price map from the internet in tests.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
