@@ -20,6 +20,7 @@ from litellm_plugins.core import runtime
 from litellm_plugins.core.errors import forbidden
 from litellm_plugins.core.identity import Caller
 from litellm_plugins.core.migrator import status as migration_status
+from litellm_plugins.core.secrets import mask_tree
 
 PREFIX = "/plugins"
 USER_ROUTE_PATTERN = f"{PREFIX}/*"
@@ -66,6 +67,19 @@ async def ready() -> JSONResponse:
     ok &= rt.tasks.healthy
     body["status"] = "ready" if ok else "not_ready"
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@ready_router.get("/whoami")
+async def whoami(caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    """Who the proxy thinks you are: handy when a key's metadata (tier, team) is not what you expect."""
+    return {"user_id": caller.user_id, "team_id": caller.team_id, "account": caller.account(runtime.get().settings.account_order),
+            "is_admin": caller.is_admin, "tier": caller.metadata.get("tier") or caller.team_metadata.get("tier")}
+
+
+@ready_router.get("/settings", dependencies=[Depends(admin_caller)])
+async def effective_settings() -> dict[str, Any]:
+    """The validated ``litellm_plugins:`` settings this worker runs with, secrets masked (admin only)."""
+    return mask_tree(runtime.get().settings.model_dump(mode="json"))
 
 
 def mount(app: FastAPI, routers: list[APIRouter]) -> None:

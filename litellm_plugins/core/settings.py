@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from litellm_plugins.byok.settings import ByokSettings
 from litellm_plugins.core.errors import SettingsError
+from litellm_plugins.core.identity import DEFAULT_ORDER, AccountSource
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.health.settings import HealthSettings
 from litellm_plugins.routing.settings import RoutingSettings
@@ -37,6 +38,9 @@ class PluginSettings(StrictModel):
     redis_url: str = Field(description="Redis URL shared by every worker and instance.")
     redis_key_prefix: str = Field(default="litellm_plugins:", min_length=1, max_length=64,
                                   description="Prefix of every Redis key we write (several deployments can share one Redis).")
+    account_order: tuple[AccountSource, ...] = Field(
+        default=DEFAULT_ORDER, min_length=1,
+        description="Which identity owns a request's account (credits, BYOK keys): first one present wins.")
     migrate_on_startup: bool = True
     db_pool_min_size: int = Field(default=1, ge=0, le=100)
     db_pool_max_size: int = Field(default=10, ge=1, le=500)
