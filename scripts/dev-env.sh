@@ -33,6 +33,17 @@ if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/prisma ]; then
   npm install --no-audit --no-fund --loglevel=error >/dev/null || log "npm install failed: prisma validate will be skipped"
 fi
 
+# BYOK needs a Fernet key that survives restarts (a temporary key would make every stored key
+# unreadable after the next restart). Generate one development key once, keep it out of git.
+if [ -z "${LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS:-}" ]; then
+  mkdir -p .local
+  if [ ! -s .local/byok.key ]; then
+    log "generating a persistent development BYOK key in .local/byok.key"
+    (umask 077; .venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > .local/byok.key)
+  fi
+  export LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS="$(cat .local/byok.key)"
+fi
+
 export PATH="$ROOT/.venv/bin:$PATH"
 export LITELLM_LOCAL_MODEL_COST_MAP="${LITELLM_LOCAL_MODEL_COST_MAP:-True}"
 export LITELLM_WORKER_STARTUP_HOOKS="${LITELLM_WORKER_STARTUP_HOOKS:-litellm_plugins.core.startup:start}"

@@ -1,0 +1,21 @@
+# The official LiteLLM proxy image at exactly the version pyproject.toml pins, plus litellm-plugins.
+# tests/test_core_packaging.py checks that the tag matches the pin and that everything copied exists.
+FROM ghcr.io/berriai/litellm:v1.102.4
+
+WORKDIR /app/litellm-plugins
+COPY pyproject.toml README.md ./
+COPY litellm_plugins ./litellm_plugins
+# litellm[proxy]==1.102.4 is already in the image, so pip only adds our package and its small deps.
+RUN pip install --no-cache-dir . && litellm-plugins --help >/dev/null
+
+COPY proxy_config.yaml /app/proxy_config.yaml
+
+# Our startup hook: validate settings, migrate our own Postgres schema, mount /plugins/* routes.
+ENV LITELLM_WORKER_STARTUP_HOOKS=litellm_plugins.core.startup:start \
+    CONFIG_FILE_PATH=/app/proxy_config.yaml
+
+EXPOSE 4000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=40s \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:4000/plugins/ready', timeout=4).status == 200 else 1)"
+# The base image's entrypoint runs `litellm`; these are its arguments.
+CMD ["--config", "/app/proxy_config.yaml", "--port", "4000"]

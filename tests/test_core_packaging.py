@@ -1,0 +1,91 @@
+"""Static checks of what cannot run here (no Docker engine) and of the project's own promises:
+the pin, the Dockerfile and docker-compose.yml, the README's quick start and .ci/run."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pinned_litellm() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [d for d in deps if d.startswith("litellm")]
+    assert len(pins) == 1
+    match = re.fullmatch(r"litellm\[proxy\]==(\d+\.\d+\.\d+)", pins[0])
+    assert match, f"litellm must be pinned exactly (1.107.0 was a compromised upload): {pins[0]}"
+    assert match.group(1) != "1.107.0"
+    return match.group(1)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_every_dependency_is_pinned() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"] + project["optional-dependencies"]["test"]:
+        assert "==" in dep, f"unpinned dependency: {dep}"
+    assert pinned_litellm() == importlib.import_module("importlib.metadata").version("litellm")
+
+
+def test_dockerfile_uses_the_pinned_official_image_and_copies_what_exists() -> None:
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", f"ghcr.io/berriai/litellm:v{pinned_litellm()}")
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()}
+    copied_to: dict[str, str] = {}
+    for op, args in instructions:
+        if op == "COPY":
+            *sources, dest = shlex.split(args)
+            for source in sources:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+                assert source not in ignored, f"{source} is excluded by .dockerignore"
+                copied_to[source] = dest
+    env = " ".join(args for op, args in instructions if op == "ENV")
+    cmd = next(args for op, args in instructions if op == "CMD")
+    config_path = yaml.safe_load(cmd)[yaml.safe_load(cmd).index("--config") + 1]
+    assert copied_to["proxy_config.yaml"] == config_path
+    assert f"CONFIG_FILE_PATH={config_path}" in env
+    hook = re.search(r"LITELLM_WORKER_STARTUP_HOOKS=(\S+)", env).group(1)
+    module, fn = hook.split(":")
+    assert callable(getattr(importlib.import_module(module), fn))
+
+
+def test_compose_runs_postgres_redis_and_the_proxy_with_everything_the_config_needs() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "proxy"} <= set(services)
+    proxy = services["proxy"]
+    assert (ROOT / proxy["build"] / "Dockerfile").exists()
+    config_path = yaml.safe_load(next(a for op, a in dockerfile_instructions() if op == "CMD"))[1]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
+    assert config_path in mounts and (ROOT / mounts[config_path]).exists()
+    for volume in proxy["volumes"]:
+        assert (ROOT / volume.split(":")[0]).exists()
+    assert set(proxy["depends_on"]) == {"postgres", "redis"}
+    # every os.environ/NAME the plugin section needs is provided to the container
+    section = yaml.safe_load((ROOT / "proxy_config.yaml").read_text())["litellm_plugins"]
+    needed = set(re.findall(r"os\.environ/(\w+)", yaml.safe_dump(section)))
+    assert needed <= set(proxy["environment"]), needed - set(proxy["environment"])
+    assert "LITELLM_MASTER_KEY" in proxy["environment"]
+    assert "redis:6379" in proxy["environment"]["LITELLM_PLUGINS_REDIS_URL"]
+    assert "@postgres:5432" in proxy["environment"]["LITELLM_PLUGINS_DATABASE_URL"]
+
+
+def test_readme_quick_start_and_ci_run_the_same_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^(scripts/\S+.*)$", quick_start, re.M)
+    assert commands[:2] == ["scripts/serve", "scripts/test"], commands
+    for command in commands[:2]:
+        assert (ROOT / command.split()[0]).exists()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^exec bash scripts/test\b", ci, re.M)
