@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from litellm_plugins.core.settings import PluginSettings
 from litellm_plugins.core.tasks import Supervisor
+
+if TYPE_CHECKING:  # settings import every capability's settings module; keep runtime import-light
+    from litellm_plugins.core.settings import PluginSettings
 
 
 @dataclass

@@ -1,5 +1,17 @@
-"""routing capability; `routing_hook` is the instance listed in `litellm_settings.callbacks`."""
+"""routing capability; `routing_hook` is the instance listed in `litellm_settings.callbacks`.
 
-from litellm_plugins.routing.hook import routing_hook
+Resolved lazily: `core.settings` imports `routing.settings`, which runs this file first, and an eager
+hook import here would re-enter `core` half-initialised.
+"""
 
-__all__ = ["routing_hook"]
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "routing_hook":
+        from litellm_plugins.routing.hook import routing_hook
+
+        return routing_hook
+    raise AttributeError(name)
