@@ -25,7 +25,9 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "installing Python dependencies into .venv"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+  if ! .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' > .venv/install.log 2>&1; then
+    grep -v "is ignored" .venv/install.log | tail -n 30 >&2; log "pip install failed (full log: .venv/install.log)"; exit 1
+  fi
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/prisma ]; then
