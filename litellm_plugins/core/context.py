@@ -14,6 +14,7 @@ Keys (each owned by one capability):
   tier           routing  caller's tier
   model_group    routing  model group chosen (``data["model"]`` after routing)
   degraded       routing  True when routed to a cheaper level for lack of credits
+  escalated      routing  True when moved to a higher level because no model of the asked one can serve
   byok_provider  byok     provider for which the caller has a key usable on this request
   byok_policy    byok     "prefer" | "only"
   byok_used      byok     True once an attempt went out with the caller's key (set per attempt)

@@ -1,12 +1,236 @@
-"""LiteLLM hooks of the routing capability (not implemented yet: registered so the config is stable)."""
+"""LiteLLM hooks of the routing capability: pick the model group for a power level, say so in headers.
+
+``async_pre_call_hook`` rewrites ``data["model"]`` to the chosen group and sets ``data["fallbacks"]``
+to the level's other allowed, available candidates (LiteLLM honours a request-level list of group
+names before any configured fallback, for every error type). It always *overwrites* ``fallbacks``,
+``context_window_fallbacks`` and ``content_policy_fallbacks`` on a routed request, so neither the
+client's body nor ``router_settings`` can fall back to a model the caller's tier may not use.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+
+from litellm_plugins.core import context
+from litellm_plugins.core.errors import bad_request
+from litellm_plugins.core.identity import Caller
+from litellm_plugins.routing import availability
+from litellm_plugins.routing.capabilities import NO_NEEDS, needs_of
+from litellm_plugins.routing.policy import Decision, Policy
+from litellm_plugins.routing.settings import AUTO, CUSTOM
+
+if TYPE_CHECKING:
+    from litellm_plugins.core.runtime import Runtime
+
+log = logging.getLogger("litellm_plugins.routing")
+
+HEADER_LEVEL = "x-litellm-plugins-power-level"
+HEADER_TIER = "x-litellm-plugins-tier"
+HEADER_GROUP = "x-litellm-plugins-model-group"
+HEADER_DEGRADED = "x-litellm-plugins-degraded"
+HEADER_ESCALATED = "x-litellm-plugins-escalated"
+REQUEST_HEADER = "x-power-level"
+BODY_FIELD = "power_level"
+# Route types (the proxy's ``call_type``) that power levels apply to.
+ROUTED_CALLS = frozenset({"acompletion", "completion", "atext_completion", "text_completion"})
+FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+ADMIN_ROLE = LitellmUserRoles.PROXY_ADMIN.value
+
+
+class _State:
+    """Everything precomputed for this worker; rebuilt when the runtime object changes."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings = rt.settings.routing
+        self.policy = Policy(self.settings, rt.config)
+        self.credits: Any = None
+        if self.settings.degrade_when_low_credits and rt.settings.credits.enabled:
+            try:
+                self.credits = importlib.import_module("litellm_plugins.credits.public")
+            except ModuleNotFoundError:
+                log.warning("routing: degrade_when_low_credits is on but litellm_plugins.credits.public "
+                            "is not available; not degrading")
+
+
+_state: _State | None = None
+
+
+_runtime_module: Any = None
+
+
+def current_state() -> _State | None:
+    global _state, _runtime_module
+    if _runtime_module is None:
+        # Late import: core.settings imports this package, and core.runtime imports core.settings.
+        from litellm_plugins.core import runtime as runtime_module
+        _runtime_module = runtime_module
+    rt = _runtime_module.current()
+    if rt is None or not rt.settings.routing.enabled:
+        return None
+    state = _state
+    if state is None or state.rt is not rt:
+        _state = state = _State(rt)
+    return state
+
+
+async def start(rt: Runtime) -> None:
+    """Compile the policy at worker start (core.startup calls this once, when routing is enabled)."""
+    global _state
+    _state = _State(rt)
+
+
+def _header(data: dict[str, Any]) -> Any:
+    headers = (data.get("proxy_server_request") or {}).get("headers") or {}
+    value = headers.get(REQUEST_HEADER)
+    if value is None and headers:
+        for name, candidate in headers.items():
+            if isinstance(name, str) and name.lower() == REQUEST_HEADER:
+                return candidate
+    return value
+
+
+def _is_admin(auth: UserAPIKeyAuth) -> bool:
+    role = auth.user_role
+    return (role.value if isinstance(role, LitellmUserRoles) else role) == ADMIN_ROLE
 
 
 class RoutingHook(CustomLogger):
     """Hook methods must be defined on this class itself: LiteLLM skips inherited overrides."""
+
+    async def async_pre_call_hook(self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict,
+                                  call_type: Any) -> dict | None:
+        state = current_state()
+        if state is None:
+            return None
+        body_level = data.pop(BODY_FIELD, None)  # never forwarded to a provider, whatever the call
+        model = data.get("model")
+        if not isinstance(model, str):
+            return None
+        policy = state.policy
+        if call_type not in ROUTED_CALLS:
+            if model in policy.levels or model == AUTO:
+                bad_request(f"power levels apply to chat and text completions; name a model for this "
+                            f"call ({call_type})", param="model")
+            if any(data.get(f) for f in FALLBACK_FIELDS):
+                self._limit_client_fallbacks(policy, user_api_key_dict, data)
+            return None
+
+        key_meta = user_api_key_dict.metadata or {}
+        team_meta = user_api_key_dict.team_metadata or {}
+        tier = policy.tier_of(key_meta, team_meta, _is_admin(user_api_key_dict))
+        level, source = policy.level_of(model, _header(data), body_level, key_meta, team_meta, tier)
+        snap = availability.snapshot()
+        if snap is None:
+            def blocked(group: str) -> None:
+                return None
+        else:
+            unhealthy = availability.unhealthy_ids()
+            now = availability.now()
+
+            def blocked(group: str) -> float | bool | None:
+                hit = snap.blocked(group, unhealthy, now)
+                if hit is None:
+                    return None
+                return hit.retry_after if hit.retry_after is not None else True
+
+        needs = needs_of(data, state.settings.chars_per_token) if policy.capability_check else NO_NEEDS
+        decision = policy.decide(model=model, tier=tier, level=level, level_source=source,
+                                 key_models=user_api_key_dict.models, blocked=blocked, needs=needs)
+        if state.credits is not None and decision.level != CUSTOM:
+            decision = await self._maybe_degrade(state, decision, tier, user_api_key_dict, data, blocked,
+                                                 needs)
+
+        data["model"] = decision.model_group
+        data["fallbacks"] = list(decision.fallbacks)
+        data["context_window_fallbacks"] = []
+        data["content_policy_fallbacks"] = []
+        ctx = context.for_request(data)
+        ctx["requested_model"] = model
+        ctx["power_level"] = decision.level
+        ctx["tier"] = decision.tier
+        ctx["model_group"] = decision.model_group
+        ctx["degraded"] = decision.degraded
+        if decision.escalated:
+            ctx["escalated"] = True
+        return data
+
+    @staticmethod
+    def _limit_client_fallbacks(policy: Policy, auth: UserAPIKeyAuth, data: dict) -> None:
+        """An unrouted call (embeddings, ...) keeps its fallbacks only within what the tier allows."""
+        tier = policy.tier_of(auth.metadata or {}, auth.team_metadata or {}, _is_admin(auth))
+        if tier.any_model:
+            return
+        for field in FALLBACK_FIELDS:
+            value = data.get(field)
+            if isinstance(value, list):
+                data[field] = [g for g in value if isinstance(g, str) and g in tier.models]
+
+    @staticmethod
+    async def _maybe_degrade(state: _State, decision: Decision, tier: Any, auth: UserAPIKeyAuth,
+                             data: dict, blocked: Any, needs: Any) -> Decision:
+        """Move to the next cheaper allowed level when the caller cannot afford this one's hold."""
+        credits = state.credits
+        # The account credits bills: its own account_order when it has one, else core's.
+        order = (getattr(state.rt.settings.credits, "account_order", None)
+                 or getattr(state.rt.settings, "account_order", None))
+        caller = Caller.from_auth(auth)
+        account = caller.account(order) if order else caller.account()
+        if account is None:
+            return decision
+        try:
+            available = await credits.available_units(account)
+            if available is None or available >= credits.worst_case_units(decision.model_group, data,
+                                                                          tier=decision.tier):
+                return decision
+            policy = state.policy
+            for level in policy.cheaper_levels(decision.level, tier):
+                try:
+                    cheaper = policy.decide(model=decision.requested_model, tier=tier, level=level,
+                                            level_source=decision.level_source, key_models=auth.models,
+                                            blocked=blocked, needs=needs)
+                except Exception:  # noqa: BLE001 - a cheaper level that cannot serve is just skipped
+                    continue
+                if available >= credits.worst_case_units(cheaper.model_group, data, tier=decision.tier):
+                    if cheaper.escalated:  # escalated back up: not cheaper after all
+                        continue
+                    return Decision(level, cheaper.tier, cheaper.requested_model, cheaper.model_group,
+                                    cheaper.fallbacks, cheaper.level_source, degraded=True,
+                                    requested_level=decision.level)
+        except Exception:  # noqa: BLE001 - degrading is an optimisation; credits still enforces the hold
+            log.exception("routing: credit check for degrade_when_low_credits failed; not degrading")
+        return decision
+
+    async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth,
+                                                    response: object, request_headers: dict | None = None,
+                                                    litellm_call_info: dict | None = None) -> dict | None:
+        if current_state() is None:
+            return None
+        ctx = context.for_request(data) if isinstance(data.get("metadata"), dict) else {}
+        level = ctx.get("power_level")
+        if level is None:
+            return None
+        served = ctx.get("model_group")
+        model_id = (litellm_call_info or {}).get("model_id")
+        if model_id is None:
+            hidden = getattr(response, "_hidden_params", None) or {}
+            model_id = hidden.get("model_id") if isinstance(hidden, dict) else None
+        if model_id is not None:
+            snap = availability.snapshot()
+            if snap is not None:
+                served = snap.group_of.get(str(model_id), served)
+        return {
+            HEADER_LEVEL: str(level),
+            HEADER_TIER: str(ctx.get("tier")),
+            HEADER_GROUP: str(served),
+            HEADER_DEGRADED: "true" if ctx.get("degraded") else "false",
+            HEADER_ESCALATED: "true" if ctx.get("escalated") else "false",
+        }
 
 
 routing_hook = RoutingHook()

@@ -163,14 +163,17 @@ class FakeProvider:
         cid = f"chatcmpl-fake-{len(self.calls)}"
         if not body.get("stream"):
             return JSONResponse({
+                # service_tier: LiteLLM 1.102.4's Groq transformation fails on a response without it.
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "service_tier": "on_demand",
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": " ".join(words)}}],
                 "usage": usage,
             })
 
         async def events():
-            base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "service_tier": "on_demand"}
             yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                              "finish_reason": None}]})
             for word in words:
