@@ -76,6 +76,10 @@ def start_proxy(fake_server: FakeProviderServer, module_database: str, module_re
     stopped when the module ends. Call it twice for two proxies on the same Postgres/Redis.
     """
     started: list[ProxyProcess] = []
+    # BYOK is on in the shipped config and refuses to start without a key: one stable key per module
+    # (both proxies of a module must share it to read each other's rows); a test may pass its own.
+    from cryptography.fernet import Fernet
+    byok_key = Fernet.generate_key().decode()
 
     def start(plugins: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
               name: str | None = None, num_workers: int = 1, wait: bool = True,
@@ -91,6 +95,7 @@ def start_proxy(fake_server: FakeProviderServer, module_database: str, module_re
             "LITELLM_PLUGINS_DATABASE_URL": module_database,
             "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,
             "LITELLM_PLUGINS_TEST_KEYS": str(keys.path),
+            "LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS": byok_key,
             **(env or {}),
         }
         proxy = ProxyProcess(config, workdir, proxy_env, name=name or f"proxy{len(started)}",

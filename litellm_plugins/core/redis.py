@@ -17,9 +17,13 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-def create_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0,
-                                   health_check_interval=30, decode_responses=False)
+def create_client(url: str, max_connections: int = 256) -> aioredis.Redis:
+    """A blocking pool: past ``max_connections`` a caller waits (up to 2 s) for a free connection
+    instead of failing with MaxConnectionsError, which a burst of concurrent requests would hit."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=2.0, socket_connect_timeout=2.0, socket_timeout=2.0,
+        health_check_interval=30, decode_responses=False)
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def check(client: aioredis.Redis, url: str) -> None:
