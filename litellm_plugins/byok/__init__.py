@@ -1,17 +1,5 @@
-"""byok capability; `byok_hook` is the instance listed in `litellm_settings.callbacks`.
+"""byok capability; `byok_hook` (in `litellm_settings.callbacks`) is resolved lazily, see core.lazy."""
 
-Resolved lazily: `core.settings` imports `byok.settings`, which runs this file first, and an eager
-hook import here would re-enter `core` half-initialised.
-"""
+from litellm_plugins.core.lazy import hook_getattr
 
-from __future__ import annotations
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name == "byok_hook":
-        from litellm_plugins.byok.hook import byok_hook
-
-        return byok_hook
-    raise AttributeError(name)
+__getattr__ = hook_getattr(__name__)
