@@ -48,6 +48,8 @@ fi
 
 export PATH="$ROOT/.venv/bin:$PATH"
 export LITELLM_LOCAL_MODEL_COST_MAP="${LITELLM_LOCAL_MODEL_COST_MAP:-True}"
+# Offline machines: LiteLLM would retry a HuggingFace tokenizer download (~20 s) on failed calls.
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export LITELLM_WORKER_STARTUP_HOOKS="${LITELLM_WORKER_STARTUP_HOOKS:-litellm_plugins.core.startup:start}"
 export LITELLM_MASTER_KEY="${LITELLM_MASTER_KEY:-sk-local-master-key}"
 export LITELLM_PLUGINS_DATABASE_URL="${LITELLM_PLUGINS_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/litellm_plugins}"

@@ -125,3 +125,24 @@ def test_startup_refuses_bad_settings_and_unreachable_services(start_proxy, plug
     assert "Traceback" not in log
     if hidden:
         assert hidden not in log
+
+
+async def test_non_object_json_bodies_are_refused_before_litellm_auth() -> None:
+    """LiteLLM's auth answers a JSON array with a 500; core refuses it first with a 400 for every route."""
+    from litellm.proxy._types import ProxyException
+
+    from litellm_plugins.core.routes import json_object_body
+
+    def request(body: bytes, method: str = "POST") -> Request:
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+        return Request({"type": "http", "method": method, "path": "/plugins/x", "headers": [],
+                        "query_string": b""}, receive)
+
+    for body in (b"[1, 2]", b'"text"', b"{not json", b"\xff\xfe"):
+        with pytest.raises(ProxyException) as info:
+            await json_object_body(request(body))
+        assert info.value.code == "400" and "JSON object" in info.value.message
+    assert await json_object_body(request(b'{"ok": true}')) is None
+    assert await json_object_body(request(b"")) is None
+    assert await json_object_body(request(b"[1]", method="GET")) is None

@@ -9,15 +9,16 @@ their own data, and every route then decides admin-vs-owner itself.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from litellm.proxy._types import LiteLLMRoutes, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 from litellm_plugins.core import runtime
-from litellm_plugins.core.errors import forbidden
+from litellm_plugins.core.errors import bad_request, forbidden
 from litellm_plugins.core.identity import Caller
 from litellm_plugins.core.migrator import status as migration_status
 from litellm_plugins.core.secrets import mask_tree
@@ -26,7 +27,30 @@ PREFIX = "/plugins"
 USER_ROUTE_PATTERN = f"{PREFIX}/*"
 
 
-async def current_caller(auth: UserAPIKeyAuth = Depends(user_api_key_auth)) -> Caller:
+MAX_BODY_BYTES = 1_048_576
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def json_object_body(request: Request) -> None:
+    """Runs before LiteLLM's auth, which parses the body itself and answers a JSON array (or other
+    non-object) with a 500; our routes take JSON objects only, so say so with a 400 instead."""
+    if request.method not in BODY_METHODS:
+        return
+    raw = await request.body()  # cached by Starlette: auth and the route read the same bytes
+    if not raw:
+        return
+    if len(raw) > MAX_BODY_BYTES:
+        bad_request(f"request body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        bad_request("request body must be a JSON object")
+    if not isinstance(body, dict):
+        bad_request("request body must be a JSON object")
+
+
+async def current_caller(_: None = Depends(json_object_body),
+                         auth: UserAPIKeyAuth = Depends(user_api_key_auth)) -> Caller:
     return Caller.from_auth(auth)
 
 

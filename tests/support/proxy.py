@@ -116,6 +116,9 @@ class ProxyProcess:
             "LITELLM_MASTER_KEY": MASTER_KEY,
             "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             "PYTHONUNBUFFERED": "1",
+            # LiteLLM counts tokens of failed requests with a HuggingFace tokenizer for llama-like
+            # models and retries its download for ~20 s when offline; use its bundled fallback.
+            "HF_HUB_OFFLINE": "1",
         })
         if self.plugins:
             env["LITELLM_WORKER_STARTUP_HOOKS"] = STARTUP_HOOK
