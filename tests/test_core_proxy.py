@@ -146,3 +146,27 @@ async def test_non_object_json_bodies_are_refused_before_litellm_auth() -> None:
     assert await json_object_body(request(b'{"ok": true}')) is None
     assert await json_object_body(request(b"")) is None
     assert await json_object_body(request(b"[1]", method="GET")) is None
+
+
+def test_every_chat_model_group_in_the_catalog_reaches_its_provider(proxy, fake) -> None:
+    """Each model group of the shipped catalog, through LiteLLM's real provider adapters (Groq,
+    Together, DeepInfra, OpenRouter, Fireworks, vLLM, HuggingFace, OpenAI, …), lands on the fake."""
+    import yaml
+
+    from tests.support.proxy import PROXY_CONFIG
+
+    catalog = yaml.safe_load(PROXY_CONFIG.read_text())["model_list"]
+    chat_groups = sorted({m["model_name"] for m in catalog
+                          if (m.get("model_info") or {}).get("mode", "chat") == "chat"
+                          and "mock_response" not in m["litellm_params"]})
+    assert len(chat_groups) >= 30
+    failures = {}
+    with proxy.client(timeout=60) as http:
+        for group in chat_groups:
+            r = http.post("/v1/chat/completions", json={"model": group, "max_tokens": 4,
+                                                        "messages": [{"role": "user", "content": "ping"}]})
+            if r.status_code != 200:
+                failures[group] = (r.status_code, r.text[:200])
+    assert failures == {}
+    reached = {c.authorization for c in fake.provider.calls}
+    assert all(a and a.startswith("Bearer sk-platform-") for a in reached)
