@@ -21,7 +21,7 @@ from typing import Any
 
 from litellm_plugins.core.db import DatabaseUnavailable, connect
 from litellm_plugins.core.migrator import MigrationError, migrate
-from litellm_plugins.core.settings import PluginSettings, SettingsError, load_settings
+from litellm_plugins.core.settings import PluginSettings, SettingsError, load_database_url, load_settings
 
 CAPABILITY_CLIS = ("credits", "usage", "byok", "health")
 
@@ -35,8 +35,7 @@ def settings_from(args: argparse.Namespace) -> tuple[PluginSettings, dict[str, A
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    settings, _ = settings_from(args)
-    conn = await connect(settings.database_url)
+    conn = await connect(load_database_url(args.config))
     try:
         applied = await migrate(conn)
     finally:

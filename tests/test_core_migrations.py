@@ -99,6 +99,17 @@ def test_cli_migrate_twice(database: str) -> None:
     assert "applied 0 migration(s) (database already current)" in second.stdout
 
 
+def test_cli_migrate_needs_only_the_database_url(tmp_path: Path) -> None:
+    """_cli() sets no BYOK key and no valid redis: migrate must not need runtime secrets."""
+    config = tmp_path / "c.yaml"
+    config.write_text("litellm_plugins:\n  redis_url: os.environ/NOT_SET_AT_ALL\n")
+    env = {"PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HOME": "/tmp"}
+    result = subprocess.run([sys.executable, "-m", "litellm_plugins.cli", "--config", str(config), "migrate"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "litellm-plugins: litellm_plugins.database_url: required setting is missing"
+
+
 def test_cli_migrate_unreachable_database_is_one_clear_line() -> None:
     result = _cli("migrate", env_dsn="postgresql://someone:hunter2secret@127.0.0.1:1/nowhere")
     assert result.returncode == 1

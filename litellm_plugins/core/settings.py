@@ -128,6 +128,24 @@ def config_path_from_environment() -> Path:
     )
 
 
+def load_database_url(path: str | os.PathLike[str] | None = None) -> str:
+    """Only ``litellm_plugins.database_url``: what ``litellm-plugins migrate`` needs.
+
+    A migration job (CI/CD, an init container) should not need every runtime secret — e.g. the BYOK
+    encryption key — just to create tables; the proxy still validates everything at startup.
+    """
+    config = load_config_file(path or config_path_from_environment())
+    section = config.get(SECTION) or {}
+    if not isinstance(section, dict):
+        raise SettingsError(f"{SECTION}: must be a mapping, got {type(section).__name__}")
+    if "database_url" not in section:
+        raise SettingsError(f"{SECTION}.database_url: required setting is missing")
+    url = resolve_env(section["database_url"], f"{SECTION}.database_url")
+    if not isinstance(url, str) or not url:
+        raise SettingsError(f"{SECTION}.database_url: must be a non-empty string")
+    return url
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> tuple[PluginSettings, dict[str, Any]]:
     """Load and validate settings; returns them with the whole config (capabilities read `model_list`)."""
     config = load_config_file(path or config_path_from_environment())
