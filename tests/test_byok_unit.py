@@ -66,9 +66,9 @@ def test_unset_environment_variable_names_key_and_variable(monkeypatch: pytest.M
                                             "BYOK_TEST_UNSET_VAR is not set"):
         parse_settings({"database_url": "postgresql://x", "redis_url": "redis://x",
                         "byok": {"enabled": True, "encryption_keys": "os.environ/BYOK_TEST_UNSET_VAR"}})
-    with pytest.raises(SettingsError, match=r"litellm_plugins\.byok\.account_order"):
+    with pytest.raises(SettingsError, match=r"litellm_plugins\.account_order"):
         parse_settings({"database_url": "postgresql://x", "redis_url": "redis://x",
-                        "byok": {"account_order": ["user", "user"]}})
+                        "account_order": ["user", "user"]})
 
 
 @pytest.mark.parametrize("case", ["missing", "invalid"])

@@ -121,7 +121,7 @@ def test_startup_refuses_bad_settings_and_unreachable_services(start_proxy, plug
     proxy = start_proxy(plugins={**ALL_OFF, **plugins}, env=env, name="refused", wait=False)
     assert proxy.wait_exit(timeout=90) == 3
     log = proxy.log_text()
-    assert f"litellm-plugins: startup refused: " in log and expected in log
+    assert "litellm-plugins: startup refused: " in log and expected in log
     assert "Traceback" not in log
     if hidden:
         assert hidden not in log

@@ -63,7 +63,7 @@ class Vault:
         self.rt = rt
         self.pool = rt.pool
         self.redis = rt.redis
-        self.order = settings.account_order
+        self.order = rt.settings.account_order  # one rule for every capability (core setting)
         self.cipher = Cipher(settings.encryption_keys)
         self.cache = KeyCache(settings.cache_ttl_s)
         self.stale: dict[str, dict[str, StoredKey]] = {}

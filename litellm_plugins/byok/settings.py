@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from litellm_plugins.core.errors import SettingsError
 
 KEY = "litellm_plugins.byok"
-AccountSource = Literal["user", "team", "key"]
 
 
 class ByokSettings(BaseModel):
@@ -25,9 +24,6 @@ class ByokSettings(BaseModel):
     enabled: bool = False
     encryption_keys: tuple[SecretStr, ...] = Field(
         default=(), description="Fernet keys, newest first; a comma-separated string or a list.")
-    account_order: tuple[AccountSource, ...] = Field(
-        default=("user", "team", "key"), min_length=1,
-        description="Which identity owns a stored key: first of user id, team id, virtual-key hash.")
     validate_on_add: bool = Field(
         default=True, description="Check a new key with one authenticated GET {api_base}/models.")
     validation_timeout_s: float = Field(default=5.0, gt=0, le=60)
@@ -45,13 +41,6 @@ class ByokSettings(BaseModel):
             return ()
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("account_order")
-    @classmethod
-    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("account_order lists a source twice")
         return value
 
     def check_config(self, config: dict) -> None:

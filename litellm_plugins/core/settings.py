@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from litellm_plugins.byok.settings import ByokSettings
 from litellm_plugins.core.errors import SettingsError
@@ -33,6 +33,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _unique_sources(value: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(value)) != len(value):
+        raise ValueError("account_order lists a source twice")
+    return value
+
+
 class PluginSettings(StrictModel):
     database_url: str = Field(description="Postgres DSN for our own schema (never LiteLLM's `public`).")
     redis_url: str = Field(description="Redis URL shared by every worker and instance.")
@@ -42,6 +48,8 @@ class PluginSettings(StrictModel):
         default=DEFAULT_ORDER, min_length=1,
         description="Which identity owns a request's account (credits, BYOK keys): first one present wins.")
     migrate_on_startup: bool = True
+
+    _account_order_unique = field_validator("account_order")(_unique_sources)
     db_pool_min_size: int = Field(default=1, ge=0, le=100)
     db_pool_max_size: int = Field(default=10, ge=1, le=500)
     credits: CreditsSettings = CreditsSettings()

@@ -1,11 +1,75 @@
-"""Settings of the credits capability (`litellm_plugins.credits` in proxy_config.yaml)."""
+"""Settings of the credits capability (`litellm_plugins.credits` in proxy_config.yaml).
+
+Money settings are ``Decimal`` (YAML numbers are read through ``str`` first, so ``0.1`` stays 0.1):
+a float here would make every charge inexact.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from litellm_plugins.core.errors import SettingsError
+
+
+
+def _decimal(value: object) -> object:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    return value
 
 
 class CreditsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
+    starting_grant: Decimal = Field(default=Decimal(1000), ge=0, le=Decimal(10) ** 12,
+                                    description="Credits a new account receives once.")
+    credits_per_usd: Decimal = Field(default=Decimal(100), gt=0, le=Decimal(10) ** 9,
+                                     description="Credits charged per USD of LiteLLM response_cost.")
+    tier_markup: dict[str, Decimal] = Field(default_factory=dict,
+                                            description="Tier -> multiplier of the charge (missing tier: 1).")
+    default_tier: str = "free"
+    hold_ttl_seconds: int = Field(default=900, ge=30, le=7 * 86400,
+                                  description="A hold older than this is voided by the reconciler.")
+    reconcile_interval_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+    default_max_output_tokens: int = Field(default=4096, ge=1, le=10_000_000,
+                                           description="Worst-case output when neither the request nor the model says.")
+    prompt_bytes_per_token: float = Field(default=3.0, gt=0, le=16,
+                                          description="Prompt token estimate = UTF-8 bytes / this (+ overhead).")
+    max_grant: Decimal = Field(default=Decimal(10) ** 9, gt=0, description="Largest single grant (credits).")
+    spool_dir: str = Field(default="/tmp/litellm-plugins-spool",
+                           description="Durable spool for writes made while Postgres is down.")
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    writer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    writer_interval_seconds: float = Field(default=0.2, gt=0, le=10)
+    on_redis_error: Literal["reject", "allow"] = Field(
+        default="reject", description="reject = 503 when Redis cannot place the hold; allow = serve unheld.")
+
+    _normalise = field_validator("starting_grant", "credits_per_usd", "max_grant", mode="before")(
+        classmethod(lambda cls, v: _decimal(v)))
+
+    @field_validator("tier_markup", mode="before")
+    @classmethod
+    def _markups(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {k: _decimal(v) for k, v in value.items()}
+        return value
+
+    @field_validator("tier_markup")
+    @classmethod
+    def _positive(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for tier, markup in value.items():
+            if not markup.is_finite() or markup < 0 or markup > 1000:
+                raise ValueError(f"markup of tier {tier!r} must be between 0 and 1000, got {markup}")
+        return value
+
+    def markup(self, tier: str | None) -> Decimal:
+        return self.tier_markup.get(tier or self.default_tier, Decimal(1))
+
+    def check_config(self, config: dict) -> None:
+        groups = {m.get("model_name") for m in config.get("model_list") or []}
+        if not groups:
+            raise SettingsError("litellm_plugins.credits.enabled: model_list is empty, nothing can be priced")

@@ -177,8 +177,7 @@ class RoutingHook(CustomLogger):
         """Move to the next cheaper allowed level when the caller cannot afford this one's hold."""
         credits = state.credits
         # The account credits bills: its own account_order when it has one, else core's.
-        order = (getattr(state.rt.settings.credits, "account_order", None)
-                 or getattr(state.rt.settings, "account_order", None))
+        order = state.rt.settings.account_order
         caller = Caller.from_auth(auth)
         account = caller.account(order) if order else caller.account()
         if account is None:

@@ -1,0 +1,126 @@
+"""Microbenchmark of the credits pieces (microseconds per operation), against real Postgres + Redis.
+
+    python benchmarks/micro_credits.py [--n 2000]
+
+Measures, in this process (one client, loopback):
+  * estimate   — prompt-token estimate used for the hold (vs litellm.token_counter for reference)
+  * hold       — the whole request-path work of ``async_pre_call_hook`` on a warm account
+                 (account, tier, worst case, one Redis Lua call, queue the Postgres row)
+  * settle-q   — ``async_log_success_event`` work (background; queue settle + usage row)
+  * flush      — the writer's Postgres + Redis work per request, amortised over batches
+                 (hold rows, settle transaction, usage row, Redis release)
+Needs the dev services (scripts/dev-env.sh starts them) or TEST_POSTGRES_ADMIN_DSN / TEST_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from litellm.proxy._types import UserAPIKeyAuth  # noqa: E402
+
+from litellm_plugins.core import runtime  # noqa: E402
+from litellm_plugins.core.db import create_pool  # noqa: E402
+from litellm_plugins.core.migrator import migrate  # noqa: E402
+from litellm_plugins.core.settings import load_config_file, parse_settings  # noqa: E402
+from litellm_plugins.credits.engine import Engine  # noqa: E402
+from litellm_plugins.credits.pricing import estimate_prompt_tokens  # noqa: E402
+from tests.support.services import REDIS_URL, throwaway_database  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def per_op(samples: list[float]) -> str:
+    s = sorted(samples)
+    return (f"p50 {statistics.median(s) * 1e6:8.1f} us   p90 {s[int(len(s) * 0.9)] * 1e6:8.1f} us   "
+            f"mean {statistics.fmean(s) * 1e6:8.1f} us")
+
+
+async def main(n: int) -> None:
+    config = load_config_file(ROOT / "proxy_config.yaml")
+    data = {"model": "gpt-4o-mini", "max_tokens": 256,
+            "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                         {"role": "user", "content": "Explain two-phase commit in three sentences. " * 4}]}
+    import litellm
+
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        estimate_prompt_tokens(data, 3.0)
+        t.append(time.perf_counter() - t0)
+    print(f"estimate (bytes/3)       {per_op(t)}")
+    t = []
+    for _ in range(min(n, 500)):
+        t0 = time.perf_counter()
+        litellm.token_counter(model="gpt-4o-mini", messages=data["messages"])
+        t.append(time.perf_counter() - t0)
+    print(f"litellm.token_counter    {per_op(t)}   (reference, not used)")
+
+    async with throwaway_database("lp_bench") as dsn:
+        conn = await asyncpg.connect(dsn)
+        await migrate(conn)
+        await conn.close()
+        pool = await create_pool(dsn, 1, 4)
+        redis = aioredis.Redis.from_url(REDIS_URL)
+        prefix = f"lp_bench_{uuid.uuid4().hex[:8]}:"
+        settings = parse_settings({"database_url": dsn, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
+                                   "credits": {"enabled": True, "starting_grant": 1_000_000,
+                                               "spool_dir": f"/tmp/lp-bench-spool-{os.getpid()}"}})
+        rt = runtime.Runtime(settings=settings, config=config, pool=pool, redis=redis)
+        runtime.install(rt)
+        eng = Engine(rt)
+        auth = UserAPIKeyAuth(api_key="h", token="h", user_id="bench", metadata={"tier": "pro"})
+        try:
+            await eng.pre_call(auth, {**data, "metadata": {}}, "acompletion")  # warm: opens the account
+            await eng.writer.flush()
+            holds, queues, requests = [], [], []
+            for i in range(n):
+                req = {**data, "metadata": {}, "litellm_call_id": f"c{i}"}
+                t0 = time.perf_counter()
+                await eng.pre_call(auth, req, "acompletion")
+                holds.append(time.perf_counter() - t0)
+                requests.append(req)
+            for i, req in enumerate(requests):
+                kwargs = {"litellm_call_id": req["litellm_call_id"], "response_cost": 0.0000123,
+                          "litellm_params": {"metadata": req["metadata"]},
+                          "standard_logging_object": {"response_cost": 0.0000123, "prompt_tokens": 40,
+                                                      "completion_tokens": 30, "model_group": "gpt-4o-mini",
+                                                      "startTime": time.time(), "endTime": time.time(),
+                                                      "metadata": {"user_api_key_user_id": "bench"}}}
+                t0 = time.perf_counter()
+                eng.on_success(kwargs)
+                queues.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await eng.writer.flush()
+            flush_total = time.perf_counter() - t0
+            print(f"hold (request path)      {per_op(holds)}")
+            print(f"settle+usage enqueue     {per_op(queues)}")
+            print(f"writer flush per request {flush_total / n * 1e6:8.1f} us   ({n} holds+settles+usage rows "
+                  f"in {flush_total * 1000:.0f} ms, off the request path)")
+            async with pool.acquire() as c:
+                settled = await c.fetchval("SELECT count(*) FROM credit_ledger WHERE kind = 'settle'")
+            assert settled == n, settled
+        finally:
+            runtime.install(None)
+            keys = [k async for k in redis.scan_iter(match=prefix + "*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+            await pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    asyncio.run(main(parser.parse_args().n))

@@ -1,0 +1,111 @@
+"""``/plugins/credits`` (balance, ledger, admin grant) and, mounted from here, ``/plugins/usage``.
+
+A non-admin key sees only its own account; asking for another is a 403. Admins (master key or
+``proxy_admin``) may read any account and grant credits with a required idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from redis.exceptions import RedisError
+
+from litellm_plugins.core import runtime
+from litellm_plugins.core.errors import bad_request, forbidden, not_found, plugin_error
+from litellm_plugins.core.identity import Caller
+from litellm_plugins.core.routes import admin_caller, current_caller
+from litellm_plugins.credits import service, store
+from litellm_plugins.credits.hook import engine
+from litellm_plugins.credits.money import fmt
+from litellm_plugins.usage.api import router as usage_router
+
+credits_router = APIRouter(prefix="/plugins/credits", tags=["litellm-plugins: credits"])
+
+
+def resolve_account(caller: Caller, account: str | None) -> str:
+    eng = engine()
+    order = eng.order if eng else ("user", "team", "key")
+    own = caller.account(order)
+    if account is None or account == own:
+        if own is None:
+            bad_request("this key has no account (no user, team or key hash)", "account")
+        return own
+    if not caller.is_admin:
+        forbidden("a non-admin key can only read its own account", "account")
+    return account
+
+
+@credits_router.get("/balance")
+async def get_balance(account: str | None = Query(default=None),
+                      caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    acct = resolve_account(caller, account)
+    rt = runtime.get()
+    async with rt.pool.acquire() as conn:
+        row = await store.balance(conn, acct)
+    if row is None:
+        if account is not None and account != caller.account():
+            not_found(f"no credit account {acct!r}", "account")
+        eng = engine()
+        start = eng.starting_units if eng else 0
+        return {"account": acct, "balance": fmt(start), "held": fmt(0), "available": fmt(start), "opened": False}
+    held = row["held"]
+    eng = engine()
+    if eng is not None:
+        try:
+            snap = await eng.cache.snapshot(acct)
+            if snap is not None:
+                held = snap[1]
+        except (RedisError, OSError):
+            pass
+    return {"account": acct, "balance": fmt(row["balance"]), "held": fmt(held),
+            "available": fmt(row["balance"] - held), "opened": True}
+
+
+@credits_router.get("/ledger")
+async def get_ledger(account: str | None = Query(default=None), limit: int = Query(default=100, ge=1, le=1000),
+                     before_id: int | None = Query(default=None, ge=1),
+                     caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    acct = resolve_account(caller, account)
+    async with runtime.get().pool.acquire() as conn:
+        rows = await store.ledger(conn, acct, limit, before_id)
+    entries = [service.ledger_entry(r) for r in rows]
+    return {"account": acct, "entries": entries,
+            "next_before_id": entries[-1]["id"] if len(entries) == limit else None}
+
+
+@credits_router.post("/grant")
+async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(admin_caller)) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        bad_request("body must be a JSON object with account, amount and idempotency_key")
+    unknown = set(body) - {"account", "amount", "idempotency_key", "note", "create"}
+    if unknown:
+        bad_request(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+    eng = engine()
+    rt = runtime.get()
+    settings = rt.settings.credits
+    try:
+        account = service.check_account(body.get("account"))
+        units = service.parse_amount(body.get("amount"), settings)
+        key = service.check_idempotency_key(body.get("idempotency_key"))
+    except service.GrantError as exc:
+        bad_request(str(exc), exc.param)
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 500):
+        bad_request("note must be a string of at most 500 characters", "note")
+    create = body.get("create", False)
+    if not isinstance(create, bool):
+        bad_request("create must be true or false", "create")
+    try:
+        return await service.grant(rt.pool, eng.cache if eng else None, settings, account, units, key, note, create)
+    except store.UnknownAccount:
+        bad_request(f"unknown account {account!r}: it has made no request yet (pass \"create\": true to open it)",
+                    "account")
+    except store.IdempotencyConflict as exc:
+        raise plugin_error(409, str(exc), "idempotency_conflict", "idempotency_key") from None
+
+
+# core mounts ``router``: both areas, since core only knows the credits capability.
+# A flat router (plain APIRoutes with full paths): core.routes.mount de-duplicates by route path.
+router = APIRouter()
+router.routes.extend([*credits_router.routes, *usage_router.routes])

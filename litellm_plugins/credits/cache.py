@@ -1,0 +1,130 @@
+"""Redis fast path of the credit ledger: balances, held totals and open holds, changed only by Lua.
+
+Per account ``<prefix>credits:acct:<account>`` (hash: ``balance``, ``held``, ``version``) and
+``<prefix>credits:holds:<account>`` (hash: hold id -> ``"<amount>:<unix ts>"``). Each operation is
+one script, so check-and-hold is atomic across every worker and proxy instance sharing this Redis.
+
+Redis is a cache of Postgres, never the book of record: a missing account is rebuilt from Postgres
+(balance + pending holds) by a load-if-absent script; a balance is only ever overwritten by a newer
+Postgres ``version``, so the cache converges whatever order settles and reloads arrive in.
+Lua numbers are doubles: comparisons are exact up to 2^53 units (about 9 billion credits).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+HOLD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held} end
+local amt = tonumber(ARGV[2])
+if bal - held < amt then return {0, bal, held} end
+if amt > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'held', amt)
+end
+return {1, bal, held + amt}
+"""
+
+LOAD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 3 do
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i+1] .. ':' .. ARGV[i+2])
+end
+local held = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  held = held + tonumber(string.match(v, '^(%-?%d+)'))
+end
+redis.call('HSET', KEYS[1], 'balance', ARGV[1], 'held', held, 'version', ARGV[2])
+return 1
+"""
+
+RELEASE = """
+local e = redis.call('HGET', KEYS[2], ARGV[1])
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if e then
+  local amt = tonumber(string.match(e, '^(%-?%d+)'))
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if exists then redis.call('HINCRBY', KEYS[1], 'held', -amt) end
+end
+if ARGV[2] ~= '' and exists then
+  local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+  if tonumber(ARGV[3]) > v then
+    redis.call('HSET', KEYS[1], 'balance', ARGV[2], 'version', ARGV[3])
+    return 2
+  end
+end
+return 1
+"""
+
+ADJUST = """
+local e = redis.call('HGET', KEYS[2], ARGV[1])
+local old = 0
+if e then old = tonumber(string.match(e, '^(%-?%d+)')) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'held', tonumber(ARGV[2]) - old)
+end
+return 1
+"""
+
+
+class CreditCache:
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._hold = redis.register_script(HOLD)
+        self._load = redis.register_script(LOAD)
+        self._release = redis.register_script(RELEASE)
+        self._adjust = redis.register_script(ADJUST)
+
+    def acct_key(self, account: str) -> str:
+        return f"{self.prefix}credits:acct:{account}"
+
+    def holds_key(self, account: str) -> str:
+        return f"{self.prefix}credits:holds:{account}"
+
+    def lease_key(self, name: str) -> str:
+        return f"{self.prefix}credits:lease:{name}"
+
+    def account_from_holds_key(self, key: bytes | str) -> str:
+        text = key.decode() if isinstance(key, bytes) else key
+        return text[len(self.holds_key("")):]
+
+    def account_from_acct_key(self, key: bytes | str) -> str:
+        text = key.decode() if isinstance(key, bytes) else key
+        return text[len(self.acct_key("")):]
+
+    async def hold(self, account: str, hold_id: str, amount: int) -> tuple[int, int, int]:
+        """-> (status, balance, held): status 1 placed (or already placed), 0 insufficient, -1 not cached."""
+        res = await self._hold(keys=[self.acct_key(account), self.holds_key(account)],
+                               args=[hold_id, amount, int(time.time())])
+        return int(res[0]), int(res[1]), int(res[2])
+
+    async def load(self, account: str, balance: int, version: int,
+                   holds: Iterable[tuple[str, int, int]]) -> bool:
+        args: list[object] = [balance, version]
+        for hold_id, amount, ts in holds:
+            args += [hold_id, amount, ts]
+        return bool(await self._load(keys=[self.acct_key(account), self.holds_key(account)], args=args))
+
+    async def release(self, account: str, hold_id: str, balance: int | None = None,
+                      version: int | None = None, pipe: object | None = None) -> object:
+        args = [hold_id, "" if balance is None else balance, "" if version is None else version]
+        return await self._release(keys=[self.acct_key(account), self.holds_key(account)], args=args,
+                                   client=pipe)
+
+    async def adjust(self, account: str, hold_id: str, amount: int) -> None:
+        await self._adjust(keys=[self.acct_key(account), self.holds_key(account)],
+                           args=[hold_id, amount, int(time.time())])
+
+    async def snapshot(self, account: str) -> tuple[int, int, int] | None:
+        values = await self.redis.hmget(self.acct_key(account), "balance", "held", "version")
+        if values[0] is None:
+            return None
+        return int(values[0]), int(values[1] or 0), int(values[2] or 0)

@@ -1,0 +1,341 @@
+"""The credits logic behind the hooks: hold before the call, settle or void after, usage rows.
+
+One ``Engine`` per worker (built by ``hook.start``). The request path (``pre_call``) costs one
+Redis script call: account and tier come from the auth object, the price from a table built at
+startup, the Postgres hold row is queued for the writer. Only a cold account (first request, or
+after Redis lost its data) reads Postgres on the request path, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from litellm_plugins.core import context
+from litellm_plugins.core.errors import plugin_error, service_unavailable
+from litellm_plugins.core.identity import Caller, account_id
+from litellm_plugins.core.runtime import Runtime
+from litellm_plugins.credits import store
+from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.pricing import build_price_table, request_groups, worst_case_usd
+from litellm_plugins.credits.settings import CreditsSettings
+from litellm_plugins.credits.spool import Spool
+from litellm_plugins.credits.writer import Writer
+
+log = logging.getLogger("litellm_plugins.credits")
+
+HEADER_HELD = "x-litellm-plugins-credits-held"
+HEADER_CHARGED = "x-litellm-plugins-credits-charged"
+HEADER_BALANCE = "x-litellm-plugins-credits-balance"
+
+
+class Engine:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings: CreditsSettings = rt.settings.credits
+        self.order = tuple(rt.settings.account_order)  # one rule for every capability (core setting)
+        self.prices = build_price_table(rt.config.get("model_list") or [])
+        self.cache = CreditCache(rt.redis, rt.settings.redis_key_prefix)
+        self.spool = Spool(self.settings.spool_dir, rt.settings.database_url, self.settings.spool_max_bytes)
+        self.starting_units = credits_to_units(self.settings.starting_grant)
+        self.writer = Writer(rt.pool, self.cache, self.spool, self.settings.writer_batch_size,
+                             self.settings.writer_interval_seconds, self.settings.hold_ttl_seconds,
+                             self.starting_units)
+        self._load_locks: dict[str, asyncio.Lock] = {}
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def tier_of(self, caller: Caller | None, ctx: dict[str, Any]) -> str:
+        if caller is not None:
+            tier = caller.metadata.get("tier") or caller.team_metadata.get("tier")
+            if tier:
+                return str(tier)
+        return str(ctx.get("tier") or self.settings.default_tier)
+
+    def worst_case_units(self, model_group: str, data: dict[str, Any], markup: Decimal) -> int:
+        usd = worst_case_usd(self.prices.get(model_group), data, self.settings.prompt_bytes_per_token,
+                             self.settings.default_max_output_tokens)
+        return hold_units(usd, self.settings.credits_per_usd, markup)
+
+    async def ensure_cached(self, account: str) -> None:
+        """Rebuild a missing Redis account from Postgres (load-if-absent; one loader per account)."""
+        lock = self._load_locks.setdefault(account, asyncio.Lock())
+        try:
+            async with lock:
+                if await self.cache.redis.exists(self.cache.acct_key(account)):
+                    return
+                try:
+                    async with self.rt.pool.acquire(timeout=3.0) as conn:
+                        await store.ensure_account(conn, account, self.starting_units)
+                        state = await store.load_state(conn, account)
+                except store.UNAVAILABLE:
+                    service_unavailable("credits: the credit ledger is unavailable, try again shortly", 5)
+                assert state is not None
+                balance, version, holds = state
+                holds = holds + self.writer.unflushed_holds(account)
+                await self.cache.load(account, balance, version, holds)
+        finally:
+            if not lock.locked():
+                self._load_locks.pop(account, None)
+
+    async def available_units(self, account: str) -> int | None:
+        snap = await self.cache.snapshot(account)
+        if snap is None:
+            await self.ensure_cached(account)
+            snap = await self.cache.snapshot(account)
+        return None if snap is None else snap[0] - snap[1]
+
+    # ---- request path ----------------------------------------------------------------------------
+    async def pre_call(self, auth: Any, data: dict[str, Any], call_type: str) -> None:
+        ctx = context.for_request(data)
+        caller = Caller.from_auth(auth)
+        account = ctx.get("account") or caller.account(self.order)
+        if account is None:
+            return
+        ctx.setdefault("account", account)
+        tier = self.tier_of(caller, ctx)
+        markup = self.settings.markup(tier)
+        hold = {"id": uuid.uuid4().hex, "account": account, "amount": 0, "tier": tier,
+                "markup": str(markup), "t0": time.time(), "model": data.get("model")}
+        ctx["hold"] = hold
+        if ctx.get("byok_policy") == "only" and ctx.get("byok_provider"):
+            hold["byok"] = True
+            return
+        amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
+        try:
+            try:
+                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+            except RedisConnectionError:  # a pooled connection that died with a Redis restart: once more
+                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+            if status == -1:
+                hold["rejected"] = True  # until placed: a 503 from the rebuild is a pre-call rejection
+                await self.ensure_cached(account)
+                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+                hold.pop("rejected", None)
+        except (RedisError, OSError) as exc:
+            if self.settings.on_redis_error == "allow":
+                log.warning("credits: Redis unavailable (%s); serving without a hold", type(exc).__name__)
+                hold["unheld"] = True
+                hold.pop("rejected", None)
+                return
+            hold["rejected"] = True
+            service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+        if status != 1:
+            hold["rejected"] = True
+            available = max(balance - held, 0)
+            raise plugin_error(
+                402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
+                "insufficient_credits")
+        hold["amount"] = amount
+        hold["balance"] = balance
+        if amount > 0:
+            self.writer.put({"op": "hold", "id": hold["id"], "call_id": data.get("litellm_call_id") or hold["id"],
+                             "account": account, "amount": amount, "ts": hold["t0"]})
+
+    def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
+        ctx = (data.get("metadata") or {}).get(context.CONTEXT_KEY)
+        if not isinstance(ctx, context.RequestContext):  # only a context our pre-call hook created
+            return None
+        hold = ctx.get("hold")
+        if not isinstance(hold, dict) or hold.get("rejected"):
+            return None
+        headers = {HEADER_HELD: fmt(hold["amount"]) or "0"}
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        balance = hold.get("balance")
+        if cost is not None and not data.get("stream"):
+            charged = 0 if ctx.get("byok_used") else charge_units(
+                to_decimal(cost), self.settings.credits_per_usd, Decimal(hold["markup"]))
+            headers[HEADER_CHARGED] = fmt(charged) or "0"
+            if balance is not None:
+                headers[HEADER_BALANCE] = fmt(balance - charged) or "0"
+        elif balance is not None:
+            headers[HEADER_BALANCE] = fmt(balance) or "0"
+        return headers
+
+    # ---- after the call (background) -------------------------------------------------------------
+    def _facts(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        ctx = context.from_logging(kwargs)
+        slo = kwargs.get("standard_logging_object") or {}
+        meta = slo.get("metadata") or {}
+        call_id = kwargs.get("litellm_call_id") or slo.get("litellm_call_id") or ""
+        hold = ctx.get("hold")
+        if not isinstance(hold, dict):
+            # Pre-call did not run (e.g. enabled after the request started): bill by the logging
+            # payload, with an id derived from the call id so duplicate callbacks stay idempotent.
+            account = ctx.get("account") or account_id(
+                meta.get("user_api_key_user_id"), meta.get("user_api_key_team_id"),
+                meta.get("user_api_key_hash"), self.order)
+            auth_meta = meta.get("user_api_key_auth_metadata") or {}
+            tier = str(auth_meta.get("tier") or ctx.get("tier") or self.settings.default_tier)
+            hold = {"id": f"call-{call_id}", "account": account, "amount": 0, "tier": tier,
+                    "markup": str(self.settings.markup(tier)), "t0": slo.get("startTime") or time.time()}
+        return ctx, slo, hold, call_id
+
+    def usage_row(self, ctx: dict[str, Any], slo: dict[str, Any], hold: dict[str, Any], call_id: str,
+                  status: str, charge: int, error_type: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        meta = slo.get("metadata") or {}
+        cost = slo.get("response_cost") if status == "success" else 0
+        latency = None
+        if slo.get("startTime") and slo.get("endTime"):
+            latency = int((float(slo["endTime"]) - float(slo["startTime"])) * 1000)
+        elif hold.get("t0"):
+            latency = int((time.time() - float(hold["t0"])) * 1000)
+        return {
+            "id": hold["id"], "call_id": call_id or hold["id"], "account": hold.get("account"),
+            "user_id": meta.get("user_api_key_user_id") or kwargs.get("_user_id"),
+            "team_id": meta.get("user_api_key_team_id") or kwargs.get("_team_id"),
+            "key_hash": meta.get("user_api_key_hash") or kwargs.get("_key_hash"),
+            "requested_model": ctx.get("requested_model") or hold.get("model") or kwargs.get("_requested_model"),
+            "power_level": ctx.get("power_level"),
+            "model_group": slo.get("model_group") or ctx.get("model_group") or kwargs.get("_model_group"),
+            "deployment": slo.get("model_id") or None,
+            "provider": slo.get("custom_llm_provider") or None,
+            "byok": bool(ctx.get("byok_used") or hold.get("byok")),
+            "prompt_tokens": int(slo.get("prompt_tokens") or 0),
+            "completion_tokens": int(slo.get("completion_tokens") or 0),
+            "cost_usd": str(to_decimal(cost)) if cost else "0",
+            "credits_charged": charge, "latency_ms": latency,
+            "stream": bool(slo.get("stream") or kwargs.get("stream")),
+            "status": status, "error_type": error_type, "ts": time.time(),
+        }
+
+    def on_success(self, kwargs: dict[str, Any]) -> None:
+        ctx, slo, hold, call_id = self._facts(kwargs)
+        if not hold.get("account"):
+            return
+        cost = kwargs.get("response_cost")
+        if cost is None:
+            cost = slo.get("response_cost")
+        if ctx.get("byok_used") or hold.get("byok"):
+            charge = 0
+        else:
+            charge = charge_units(to_decimal(cost or 0), self.settings.credits_per_usd, Decimal(hold["markup"]))
+        self.writer.put({"op": "settle", "id": hold["id"], "call_id": call_id or hold["id"],
+                         "account": hold["account"], "amount": hold.get("amount", 0),
+                         "ts": hold.get("t0") or time.time(), "charge": charge})
+        self.writer.put({"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None,
+                                                             kwargs)})
+
+    def on_attempt_failure(self, kwargs: dict[str, Any]) -> None:
+        """A failed attempt (a retry or fallback may still succeed): usage row only, no void yet."""
+        ctx, slo, hold, call_id = self._facts(kwargs)
+        if not hold.get("account") or hold.get("rejected") or "hold" not in ctx:
+            # Rejected before the provider (by us or another hook): async_post_call_failure_hook
+            # records it with the rejection's own error type.
+            return
+        err = (slo.get("error_information") or {}).get("error_class") or "provider_error"
+        self.writer.put({"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "failure", 0, err, kwargs)})
+
+    def on_request_failure(self, data: dict[str, Any], exc: Exception, auth: Any) -> None:
+        """The whole request failed (provider after retries, or a pre-call rejection): void + usage row."""
+        ctx = context.for_request(data)
+        hold = ctx.get("hold")
+        caller = Caller.from_auth(auth) if auth is not None else None
+        if not isinstance(hold, dict):
+            account = ctx.get("account") or (caller.account(self.order) if caller else None)
+            call = data.get("litellm_call_id")
+            hold = {"id": f"call-{call}" if call else uuid.uuid4().hex, "account": account, "amount": 0,
+                    "rejected": True}
+            ctx["hold"] = hold
+        if not hold.get("account"):
+            return
+        call_id = data.get("litellm_call_id") or hold["id"]
+        rejected = bool(hold.get("rejected")) or _is_proxy_rejection(exc)
+        if not hold.get("rejected") and hold.get("amount"):
+            self.writer.put({"op": "void", "id": hold["id"], "call_id": call_id, "account": hold["account"],
+                             "amount": hold["amount"], "ts": hold.get("t0") or time.time()})
+        extra = {"_user_id": caller.user_id if caller else None, "_team_id": caller.team_id if caller else None,
+                 "_key_hash": caller.key_hash if caller else None, "stream": bool(data.get("stream")),
+                 "_requested_model": ctx.get("requested_model") or data.get("model"),
+                 "_model_group": data.get("model")}
+        error_type = getattr(exc, "type", None) or type(exc).__name__
+        row = self.usage_row(ctx, {}, hold, call_id, "rejected" if rejected else "failure", 0, str(error_type),
+                             extra)
+        self.writer.put({"op": "usage", "row": row})
+
+    # ---- reconciler ----------------------------------------------------------------------------
+    async def reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await self.reconcile_once()
+            except store.UNAVAILABLE as exc:  # Postgres down: expected, try again next round
+                log.warning("credits reconciler: Postgres unavailable (%s)", type(exc).__name__)
+            except (RedisError, OSError) as exc:
+                log.warning("credits reconciler: Redis unavailable (%s)", type(exc).__name__)
+
+    async def reconcile_once(self) -> dict[str, int]:
+        """Expire stale holds (Postgres and Redis) and converge Redis to Postgres; one runner at a time."""
+        lease = self.cache.lease_key("reconciler")
+        token = uuid.uuid4().hex
+        ttl_ms = int(max(self.settings.reconcile_interval_seconds * 2, 10) * 1000)
+        if not await self.rt.redis.set(lease, token, nx=True, px=ttl_ms):
+            return {"skipped": 1}
+        try:
+            return await self._reconcile()
+        finally:
+            if await self.rt.redis.get(lease) == token.encode():
+                await self.rt.redis.delete(lease)
+
+    async def _reconcile(self) -> dict[str, int]:
+        ttl = self.settings.hold_ttl_seconds
+        now = int(time.time())
+        report = {"expired": 0, "released": 0, "refreshed": 0}
+        async with self.rt.pool.acquire(timeout=5.0) as conn:
+            for hold_id, account in await store.expire_old(conn, ttl):
+                await self.cache.release(account, hold_id)
+                report["expired"] += 1
+            # Redis holds whose Postgres hold is closed (or never written and older than the TTL).
+            redis = self.rt.redis
+            async for key in redis.scan_iter(match=self.cache.holds_key("*"), count=500):
+                account = self.cache.account_from_holds_key(key)
+                entries = await redis.hgetall(key)
+                old = {}
+                for hid, value in entries.items():
+                    amount_s, _, ts_s = value.decode().partition(":")
+                    if now - int(ts_s or 0) > 10:
+                        old[hid.decode()] = int(ts_s or 0)
+                if not old:
+                    continue
+                rows = await conn.fetch("SELECT id, status FROM credit_holds WHERE id = ANY($1::text[])", list(old))
+                status = {r["id"]: r["status"] for r in rows}
+                local = self.writer.unflushed.get(account, {})
+                for hid, ts in old.items():
+                    st = status.get(hid)
+                    if (st is not None and st != "pending") or (st is None and hid not in local and now - ts > ttl):
+                        await self.cache.release(account, hid)
+                        report["released"] += 1
+            batch: list[str] = []
+            async for key in redis.scan_iter(match=self.cache.acct_key("*"), count=500):
+                batch.append(self.cache.account_from_acct_key(key))
+                if len(batch) >= 500:
+                    report["refreshed"] += await self._refresh(conn, batch)
+                    batch = []
+            if batch:
+                report["refreshed"] += await self._refresh(conn, batch)
+        return report
+
+    async def _refresh(self, conn: Any, accounts: list[str]) -> int:
+        rows = await conn.fetch("SELECT account, balance, version FROM credit_accounts WHERE account = ANY($1::text[])",
+                                accounts)
+        changed = 0
+        for r in rows:
+            if await self.cache.release(r["account"], "", r["balance"], r["version"]) == 2:
+                changed += 1
+        return changed
+
+
+def _is_proxy_rejection(exc: Exception) -> bool:
+    """Raised by a hook (ProxyException / HTTPException) rather than by a provider call."""
+    from fastapi import HTTPException
+    from litellm.proxy._types import ProxyException
+
+    return isinstance(exc, ProxyException | HTTPException)

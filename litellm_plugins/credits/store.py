@@ -1,0 +1,249 @@
+"""Postgres, the book of record: accounts, ledger, holds.
+
+Invariants (checked by ``verify``): ``credit_accounts.balance`` equals the sum of the account's
+ledger ``delta``; a hold is settled at most once (its status only moves to ``settled`` once, and the
+ledger has one row per (hold id, kind)). Every write is idempotent, so the writer can retry and the
+spool can replay without double-charging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+# Errors that mean "Postgres is not reachable right now" (spool and retry), as opposed to bugs.
+UNAVAILABLE = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, asyncpg.InterfaceError,
+               asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+               asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError)
+
+
+@dataclass(frozen=True)
+class HoldOp:
+    id: str
+    call_id: str
+    account: str
+    amount: int
+    ts: float
+
+
+async def ensure_account(conn: asyncpg.Connection, account: str, starting_units: int) -> None:
+    """Open an account with its starting grant exactly once (idempotency key per account)."""
+    async with conn.transaction():
+        created = await conn.fetchval(
+            "INSERT INTO credit_accounts (account, balance, version) VALUES ($1, $2, 1) "
+            "ON CONFLICT (account) DO NOTHING RETURNING account", account, starting_units)
+        if created:
+            await conn.execute(
+                "INSERT INTO credit_ledger (account, kind, delta, amount, idempotency_key, balance_after, note) "
+                "VALUES ($1, 'grant', $2, $2, $3, $2, 'starting grant')",
+                account, starting_units, f"starting-grant:{account}")
+
+
+async def load_state(conn: asyncpg.Connection, account: str) -> tuple[int, int, list[tuple[str, int, int]]] | None:
+    row = await conn.fetchrow("SELECT balance, version FROM credit_accounts WHERE account = $1", account)
+    if row is None:
+        return None
+    holds = await conn.fetch(
+        "SELECT id, amount, extract(epoch FROM created_at)::bigint AS ts FROM credit_holds "
+        "WHERE account = $1 AND status = 'pending'", account)
+    return row["balance"], row["version"], [(h["id"], h["amount"], h["ts"]) for h in holds]
+
+
+async def expire_old(conn: asyncpg.Connection, ttl_seconds: int) -> list[tuple[str, str]]:
+    """Void (as ``expire``) every hold pending longer than the TTL; returns (hold id, account)."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE credit_holds SET status = 'expired', updated_at = now() "
+            "WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1) "
+            "RETURNING id, account, amount, call_id", float(ttl_seconds))
+        if rows:
+            await conn.executemany(
+                "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id) "
+                "VALUES ($1, 'expire', 0, $2, $3, $4) ON CONFLICT DO NOTHING",
+                [(r["account"], r["amount"], r["id"], r["call_id"]) for r in rows])
+    return [(r["id"], r["account"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    ledger_id: int
+    account: str
+    amount: int
+    balance_after: int
+    version: int | None
+    replayed: bool
+
+
+class UnknownAccount(Exception):
+    pass
+
+
+class IdempotencyConflict(Exception):
+    pass
+
+
+async def grant(conn: asyncpg.Connection, account: str, units: int, idempotency_key: str,
+                note: str | None, create: bool, starting_units: int) -> GrantResult:
+    """Add credits once per idempotency key; a repeated key returns the first result unchanged."""
+    async with conn.transaction():
+        # Serialise concurrent grants with the same key: the unique index decides, we read the winner.
+        if create:
+            await ensure_account(conn, account, starting_units)
+        prior = await conn.fetchrow(
+            "SELECT id, account, amount, balance_after FROM credit_ledger WHERE idempotency_key = $1",
+            idempotency_key)
+        if prior is not None:
+            if prior["account"] != account or prior["amount"] != units:
+                raise IdempotencyConflict(
+                    f"idempotency_key {idempotency_key!r} was already used for a different grant")
+            return GrantResult(prior["id"], prior["account"], prior["amount"], prior["balance_after"], None, True)
+        row = await conn.fetchrow(
+            "UPDATE credit_accounts SET balance = balance + $2, version = version + 1, updated_at = now() "
+            "WHERE account = $1 RETURNING balance, version", account, units)
+        if row is None:
+            raise UnknownAccount(account)
+        ledger_id = await conn.fetchval(
+            "INSERT INTO credit_ledger (account, kind, delta, amount, idempotency_key, balance_after, note) "
+            "VALUES ($1, 'grant', $2, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+            account, units, idempotency_key, row["balance"], note)
+        if ledger_id is None:  # lost a race with the same key: undo by raising, then report the winner
+            raise IdempotencyConflict("retry")
+        return GrantResult(ledger_id, account, units, row["balance"], row["version"], False)
+
+
+async def balance(conn: asyncpg.Connection, account: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT a.balance, a.version, COALESCE((SELECT sum(amount) FROM credit_holds h "
+        "WHERE h.account = a.account AND h.status = 'pending'), 0)::bigint AS held "
+        "FROM credit_accounts a WHERE a.account = $1", account)
+    return dict(row) if row else None
+
+
+async def ledger(conn: asyncpg.Connection, account: str, limit: int, before_id: int | None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, kind, delta, amount, hold_id, call_id, idempotency_key, balance_after, note, created_at "
+        "FROM credit_ledger WHERE account = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        account, before_id, limit)
+    return [dict(r) for r in rows]
+
+
+async def verify(conn: asyncpg.Connection) -> list[str]:
+    """Every difference between balances, ledger and holds, as human-readable lines (empty = OK)."""
+    problems: list[str] = []
+    rows = await conn.fetch(
+        "SELECT a.account, a.balance, COALESCE(l.total, 0)::bigint AS ledger_total FROM credit_accounts a "
+        "FULL OUTER JOIN (SELECT account, sum(delta) AS total FROM credit_ledger GROUP BY account) l "
+        "ON l.account = a.account WHERE a.balance IS DISTINCT FROM COALESCE(l.total, 0)")
+    for r in rows:
+        problems.append(f"account {r['account']}: balance {r['balance']} != ledger sum {r['ledger_total']} (units)")
+    rows = await conn.fetch(
+        "SELECT h.id, h.account, h.charged, l.delta FROM credit_holds h "
+        "LEFT JOIN credit_ledger l ON l.hold_id = h.id AND l.kind = 'settle' "
+        "WHERE h.status = 'settled' AND (l.id IS NULL OR l.delta <> -h.charged)")
+    for r in rows:
+        problems.append(f"hold {r['id']} ({r['account']}): settled for {r['charged']} but ledger says {r['delta']}")
+    rows = await conn.fetch(
+        "SELECT l.hold_id, l.account FROM credit_ledger l LEFT JOIN credit_holds h ON h.id = l.hold_id "
+        "WHERE l.kind = 'settle' AND (h.id IS NULL OR h.status <> 'settled')")
+    for r in rows:
+        problems.append(f"ledger settle for hold {r['hold_id']} ({r['account']}) without a settled hold")
+    return problems
+
+
+Release = tuple[str, str, "int | None", "int | None"]  # (account, hold id, balance, version)
+
+
+async def apply_batch(conn: asyncpg.Connection, holds: list[HoldOp], settles: list[tuple[HoldOp, int]],
+                      voids: list[HoldOp], starting_units: int) -> list[Release]:
+    """Hold rows, settles and voids of one writer batch in ONE transaction, a handful of statements.
+
+    Exactly-once gates: a settle needs the hold's status transition ``<> 'settled'`` -> ``settled``
+    (a hold voided by a failed attempt or expired by the reconciler still settles: the call did
+    happen); a void needs ``pending`` -> ``voided``; the ledger has one row per (hold id, kind).
+    Duplicate callbacks, writer retries and spool replays therefore change nothing the second time.
+    Set-based (``unnest``): a batch of 500 requests costs about as many round trips as one. Accounts
+    are locked in sorted order so two workers' batches touching the same accounts cannot deadlock.
+    """
+    every: dict[str, HoldOp] = {}
+    for h in [*holds, *(s for s, _ in settles), *voids]:
+        every.setdefault(h.id, h)
+    releases: list[Release] = []
+    async with conn.transaction():
+        if every:
+            cols = list(zip(*[(h.id, h.call_id, h.account, h.amount, h.ts) for h in every.values()], strict=True))
+            await conn.execute(
+                "INSERT INTO credit_holds (id, call_id, account, amount, status, created_at) "
+                "SELECT id, call_id, account, amount, 'pending', to_timestamp(ts) FROM "
+                "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[]) AS t(id, call_id, account, amount, ts) "
+                "ON CONFLICT (id) DO NOTHING", *[list(c) for c in cols])
+            await conn.execute(
+                "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id, created_at) "
+                "SELECT account, 'hold', 0, amount, id, call_id, to_timestamp(ts) FROM "
+                "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[]) AS t(id, call_id, account, amount, ts) "
+                "ON CONFLICT DO NOTHING", *[list(c) for c in cols])
+        if settles:
+            first: dict[str, int] = {}
+            for h, charge in settles:
+                first.setdefault(h.id, charge)
+            rows = await conn.fetch(
+                "UPDATE credit_holds h SET status = 'settled', charged = v.charge, updated_at = now() "
+                "FROM unnest($1::text[], $2::bigint[]) AS v(id, charge) "
+                "WHERE h.id = v.id AND h.status <> 'settled' RETURNING h.id, h.account, h.call_id, v.charge",
+                list(first), list(first.values()))
+            finals: dict[str, tuple[int, int]] = {}
+            if rows:
+                totals: dict[str, int] = {}
+                for r in rows:
+                    totals[r["account"]] = totals.get(r["account"], 0) + r["charge"]
+                accounts = sorted(totals)
+                # An account's first settle may come before Postgres ever saw it (e.g. its first call
+                # was BYOK-only, so no hold loaded it): open it with its starting grant, like any other.
+                await conn.execute(
+                    "WITH opened AS (INSERT INTO credit_accounts (account, balance, version) "
+                    "SELECT a, $2, 1 FROM unnest($1::text[]) AS a ON CONFLICT (account) DO NOTHING "
+                    "RETURNING account) "
+                    "INSERT INTO credit_ledger (account, kind, delta, amount, idempotency_key, balance_after, note) "
+                    "SELECT account, 'grant', $2, $2, 'starting-grant:' || account, $2, 'starting grant' FROM opened",
+                    accounts, starting_units)
+                await conn.execute("SELECT 1 FROM credit_accounts WHERE account = ANY($1::text[]) "
+                                   "ORDER BY account FOR UPDATE", accounts)
+                updated = await conn.fetch(
+                    "UPDATE credit_accounts a SET balance = a.balance - d.total, version = a.version + 1, "
+                    "updated_at = now() FROM unnest($1::text[], $2::bigint[]) AS d(account, total) "
+                    "WHERE a.account = d.account RETURNING a.account, a.balance, a.version",
+                    accounts, [totals[a] for a in accounts])
+                finals = {r["account"]: (r["balance"], r["version"]) for r in updated}
+                # balance_after of each settle row: the final balance plus the charges after it
+                remaining = {a: finals[a][0] for a in accounts}
+                after: list[int] = [0] * len(rows)
+                for i in range(len(rows) - 1, -1, -1):
+                    after[i] = remaining[rows[i]["account"]]
+                    remaining[rows[i]["account"]] += rows[i]["charge"]
+                await conn.execute(
+                    "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id, balance_after) "
+                    "SELECT account, 'settle', -charge, charge, id, call_id, after FROM "
+                    "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) "
+                    "AS t(account, charge, id, call_id, after)",
+                    [r["account"] for r in rows], [r["charge"] for r in rows], [r["id"] for r in rows],
+                    [r["call_id"] for r in rows], after)
+            for h, _ in settles:
+                bal, ver = finals.get(h.account, (None, None))
+                releases.append((h.account, h.id, bal, ver))
+        if voids:
+            ids = list(dict.fromkeys(h.id for h in voids))
+            rows = await conn.fetch(
+                "UPDATE credit_holds h SET status = 'voided', updated_at = now() FROM unnest($1::text[]) AS v(id) "
+                "WHERE h.id = v.id AND h.status = 'pending' RETURNING h.id, h.account, h.amount, h.call_id", ids)
+            if rows:
+                await conn.execute(
+                    "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id) "
+                    "SELECT account, 'void', 0, amount, id, call_id FROM "
+                    "unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS t(account, amount, id, call_id) "
+                    "ON CONFLICT DO NOTHING",
+                    [r["account"] for r in rows], [r["amount"] for r in rows], [r["id"] for r in rows],
+                    [r["call_id"] for r in rows])
+            releases.extend((h.account, h.id, None, None) for h in voids)
+    return releases

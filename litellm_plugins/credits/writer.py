@@ -1,0 +1,172 @@
+"""Batched, durable writes to Postgres, off the request path.
+
+The request path only appends a record to an in-memory list (holds at pre-call, settles / voids /
+usage rows from LiteLLM's background callbacks). One supervised job per worker flushes every
+``writer_interval_seconds`` (or as soon as ``writer_batch_size`` records wait): hold rows in one
+``executemany``, each settle / void in its own short transaction, usage rows in one upsert — then
+updates Redis with the versions Postgres returned.
+
+When Postgres is unreachable the batch goes to the disk spool (fsync'd) and Redis keeps the money
+right meanwhile: a spooled settle shrinks its hold to the real charge, a spooled void releases it.
+The spool is replayed when Postgres answers again (probed every interval) and at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from litellm_plugins.credits import store
+from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.credits.spool import Spool
+from litellm_plugins.usage import store as usage_store
+
+log = logging.getLogger("litellm_plugins.credits.writer")
+
+
+def _hold(rec: dict[str, Any]) -> store.HoldOp:
+    return store.HoldOp(rec["id"], rec.get("call_id") or rec["id"], rec["account"], int(rec["amount"]),
+                        float(rec["ts"]))
+
+
+class Writer:
+    def __init__(self, pool: asyncpg.Pool, cache: CreditCache, spool: Spool, batch_size: int,
+                 interval: float, hold_ttl: int, starting_units: int) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.spool = spool
+        self.batch_size = batch_size
+        self.interval = interval
+        self.hold_ttl = hold_ttl
+        self.starting_units = starting_units
+        self.queue: list[dict[str, Any]] = []
+        # Holds placed by this worker and not yet in Postgres, by account: a Redis rebuild includes them.
+        self.unflushed: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+        self.pg_down = False
+        self._event = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._last_replay = 0.0
+        self.stats = {"flushed": 0, "spooled": 0, "replayed": 0}
+
+    # ---- request / callback side (synchronous, no I/O) ------------------------------------------
+    def put(self, record: dict[str, Any]) -> None:
+        if record["op"] == "hold":
+            self.unflushed[record["account"]][record["id"]] = (int(record["amount"]), int(record["ts"]))
+        self.queue.append(record)
+        if len(self.queue) >= self.batch_size:
+            self._event.set()
+
+    def unflushed_holds(self, account: str) -> list[tuple[str, int, int]]:
+        return [(hid, amt, ts) for hid, (amt, ts) in self.unflushed.get(account, {}).items()]
+
+    # ---- background job ------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.replay()
+        while True:
+            try:
+                await asyncio.wait_for(self._event.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._event.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self.pg_down or now - self._last_replay > 5.0:
+                self._last_replay = now
+                await self._replay_locked()
+            while self.queue:
+                batch, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
+                if self.pg_down:
+                    await self._to_spool(batch)
+                    continue
+                try:
+                    await self._apply(batch)
+                    self.stats["flushed"] += len(batch)
+                except store.UNAVAILABLE as exc:
+                    log.warning("Postgres unavailable (%s): spooling %d records", type(exc).__name__, len(batch))
+                    self.pg_down = True
+                    await self._to_spool(batch)
+                except Exception:  # noqa: BLE001 - never drop money records: keep them on disk, retry later
+                    log.exception("credits writer: batch failed; spooled for retry")
+                    await asyncio.to_thread(self.spool.append, batch)
+                    self.stats["spooled"] += len(batch)
+
+    async def replay(self) -> None:
+        async with self._lock:
+            await self._replay_locked()
+
+    async def _replay_locked(self) -> None:
+        if self.pg_down:
+            try:
+                async with self.pool.acquire(timeout=2.0) as conn:
+                    await conn.execute("SELECT 1")
+            except store.UNAVAILABLE:
+                return
+            log.warning("Postgres is back: replaying the spool")
+            self.pg_down = False
+        for path in self.spool.files():
+            claimed = await asyncio.to_thread(self.spool.claim, path)
+            if claimed is None:
+                continue
+            fd, records = claimed
+            done = False
+            try:
+                for i in range(0, len(records), self.batch_size):
+                    await self._apply(records[i:i + self.batch_size])
+                done = True
+                self.stats["replayed"] += len(records)
+            except store.UNAVAILABLE:
+                self.pg_down = True
+            except Exception:  # noqa: BLE001 - keep the file, try again at the next replay
+                log.exception("credits writer: replay of %s failed; kept for retry", path.name)
+            finally:
+                await asyncio.to_thread(self.spool.finish, path, fd, done)
+            if not done:
+                return
+
+    async def _to_spool(self, batch: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self.spool.append, batch)
+        self.stats["spooled"] += len(batch)
+        try:
+            for rec in batch:
+                if rec["op"] == "settle":
+                    await self.cache.adjust(rec["account"], rec["id"], int(rec["charge"]))
+                elif rec["op"] == "void":
+                    await self.cache.release(rec["account"], rec["id"])
+        except (RedisError, OSError):
+            log.warning("Redis unavailable while spooling; the reconciler will correct it")
+
+    async def _apply(self, batch: list[dict[str, Any]]) -> None:
+        holds = [_hold(r) for r in batch if r["op"] == "hold"]
+        settles = [(_hold(r), int(r["charge"])) for r in batch if r["op"] == "settle"]
+        voids = [_hold(r) for r in batch if r["op"] == "void"]
+        usage = [r["row"] for r in batch if r["op"] == "usage"]
+        async with self.pool.acquire(timeout=5.0) as conn:
+            releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units)
+            await usage_store.insert_rows(conn, usage)
+        for hold in holds:
+            pending = self.unflushed.get(hold.account)
+            if pending is not None:
+                pending.pop(hold.id, None)
+                if not pending:
+                    self.unflushed.pop(hold.account, None)
+        if releases:
+            try:
+                async with self.cache.redis.pipeline(transaction=False) as pipe:
+                    for account, hold_id, bal, ver in releases:
+                        await self.cache.release(account, hold_id, bal, ver, pipe=pipe)
+                    await pipe.execute()
+            except (RedisError, OSError):
+                log.warning("Redis unavailable after settling; the reconciler will correct it")
+
+    async def stop(self) -> None:
+        """Shutdown: whatever is queued reaches Postgres or the spool before the worker exits."""
+        await self.flush()

@@ -1,0 +1,277 @@
+"""Credits pieces in process against a real Postgres and Redis: exact money, duplicate callbacks,
+the reconciler, the spool, pricing. (End-to-end behaviour is in test_credits_e2e / _outage.)"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from litellm.proxy._types import UserAPIKeyAuth
+
+from litellm_plugins.core import runtime
+from litellm_plugins.core.context import RequestContext
+from litellm_plugins.core.db import create_pool
+from litellm_plugins.core.errors import SettingsError
+from litellm_plugins.core.migrator import migrate
+from litellm_plugins.core.settings import parse_settings
+from litellm_plugins.credits import hook as hook_module
+from litellm_plugins.credits import public
+from litellm_plugins.credits.engine import Engine
+from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.pricing import build_price_table, estimate_prompt_tokens, worst_case_usd
+from litellm_plugins.credits.spool import Spool
+from tests.support.services import REDIS_URL
+
+MODEL_LIST = [
+    {"model_name": "cheap", "litellm_params": {"model": "openai/cheap", "input_cost_per_token": 0.000001,
+                                               "output_cost_per_token": 0.000002},
+     "model_info": {"max_output_tokens": 100}},
+    {"model_name": "cheap", "litellm_params": {"model": "openai/cheap-b", "input_cost_per_token": 0.000003,
+                                               "output_cost_per_token": 0.000001}},
+]
+
+
+def test_charge_rounds_half_up_and_hold_rounds_up():
+    rate, one = Decimal(100), Decimal(1)
+    # 0.0000000125 USD * 100 = 0.00000125 credits = 1.25 units -> 1 ; 1.5 units -> 2 ; 2.5 -> 3
+    assert charge_units(Decimal("0.0000000125"), rate, one) == 1
+    assert charge_units(Decimal("0.000000015"), rate, one) == 2
+    assert charge_units(Decimal("0.000000025"), rate, one) == 3
+    assert hold_units(Decimal("0.0000000101"), rate, one) == 2
+    assert charge_units(Decimal("0.001"), rate, Decimal("1.5")) == 150_000
+    assert charge_units(Decimal(0), rate, one) == 0 and charge_units(Decimal("-1"), rate, one) == 0
+    # LiteLLM's float cost goes through repr, so 5.25e-06 is exactly 5.25e-06 here
+    assert to_decimal(3 * 1.5e-07 + 8 * 6e-07) == Decimal("5.25e-06")
+    assert charge_units(to_decimal(5.25e-06), rate, one) == 525
+    assert fmt(12_345_678) == "12.345678" and fmt(-5) == "-0.000005" and fmt(0) == "0.000000"
+    assert credits_to_units(Decimal("12.5")) == 12_500_000
+    with pytest.raises(ValueError):
+        credits_to_units(Decimal("0.0000001"))
+
+
+def test_price_table_takes_the_most_expensive_deployment_and_worst_case():
+    table = build_price_table(MODEL_LIST)
+    price = table["cheap"]
+    assert price.input_per_token == Decimal("0.000003") and price.output_per_token == Decimal("0.000002")
+    assert price.max_output_tokens == 100
+    data = {"messages": [{"role": "user", "content": "x" * 30}]}
+    assert estimate_prompt_tokens(data, 3.0) == 10 + 4 + 8
+    assert worst_case_usd(price, data, 3.0, 4096) == 22 * Decimal("0.000003") + 100 * Decimal("0.000002")
+    assert worst_case_usd(price, {**data, "max_tokens": 7}, 3.0, 4096) == 22 * Decimal("0.000003") + 7 * Decimal("0.000002")
+    assert worst_case_usd(None, data, 3.0, 4096) == 0
+
+
+def test_settings_are_exact_and_strict():
+    s = parse_settings({"database_url": "x", "redis_url": "y",
+                        "credits": {"enabled": True, "credits_per_usd": 0.1, "tier_markup": {"pro": 1.1}}})
+    assert s.credits.credits_per_usd == Decimal("0.1") and s.credits.markup("pro") == Decimal("1.1")
+    assert s.credits.markup("unknown") == Decimal(1)
+    with pytest.raises(SettingsError, match=r"litellm_plugins.credits.starting_grnt: unknown setting"):
+        parse_settings({"database_url": "x", "redis_url": "y", "credits": {"starting_grnt": 5}})
+    with pytest.raises(SettingsError, match=r"litellm_plugins.credits.tier_markup"):
+        parse_settings({"database_url": "x", "redis_url": "y", "credits": {"tier_markup": {"pro": -1}}})
+
+
+@pytest.fixture
+async def engine(database, tmp_path):
+    conn = await asyncpg.connect(database)
+    await migrate(conn)
+    await conn.close()
+    pool = await create_pool(database, 1, 4)
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    prefix = f"lp_test_{uuid.uuid4().hex[:8]}:"
+    settings = parse_settings({"database_url": database, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
+                               "credits": {"enabled": True, "spool_dir": str(tmp_path / "spool"),
+                                           "hold_ttl_seconds": 60}})
+    rt = runtime.Runtime(settings=settings, config={"model_list": MODEL_LIST}, pool=pool, redis=redis)
+    eng = Engine(rt)
+    runtime.install(rt)
+    hook_module._engine = eng
+    try:
+        yield eng
+    finally:
+        runtime.install(None)
+        hook_module._engine = None
+        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        await pool.close()
+
+
+def auth(user: str) -> UserAPIKeyAuth:
+    return UserAPIKeyAuth(api_key="hashed", token="hashed", user_id=user)
+
+
+async def place(eng: Engine, user: str, **extra) -> tuple[dict, dict]:
+    data = {"model": "cheap", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10,
+            "litellm_call_id": f"call-{uuid.uuid4().hex[:6]}", **extra}
+    await eng.pre_call(auth(user), data, "acompletion")
+    return data, data["metadata"]["litellm_plugins"]
+
+
+def success_kwargs(data: dict, cost: float) -> dict:
+    return {"litellm_call_id": data["litellm_call_id"], "response_cost": cost,
+            "litellm_params": {"metadata": data["metadata"]},
+            "standard_logging_object": {"response_cost": cost, "prompt_tokens": 3, "completion_tokens": 5,
+                                        "model_group": "cheap", "model_id": "dep-1", "custom_llm_provider": "openai",
+                                        "startTime": time.time() - 0.1, "endTime": time.time(), "stream": False,
+                                        "metadata": {"user_api_key_user_id": "dup"}}}
+
+
+async def rows(eng: Engine, sql: str, *args):
+    async with eng.rt.pool.acquire() as conn:
+        return await conn.fetch(sql, *args)
+
+
+async def test_duplicate_success_callbacks_charge_once(engine):
+    data, ctx = await place(engine, "dup")
+    kwargs = success_kwargs(data, 0.0000123)
+    hook = hook_module.credits_hook
+    await hook.async_log_success_event(kwargs, None, None, None)
+    await hook.async_log_success_event(kwargs, None, None, None)  # same batch
+    await engine.writer.flush()
+    await hook.async_log_success_event(kwargs, None, None, None)  # a later batch
+    await engine.writer.flush()
+    settles = await rows(engine, "SELECT delta FROM credit_ledger WHERE kind = 'settle'")
+    assert [r["delta"] for r in settles] == [-1230]
+    bal = await rows(engine, "SELECT balance, version FROM credit_accounts WHERE account = 'user:dup'")
+    assert bal[0]["balance"] == 1000 * 1_000_000 - 1230
+    snap = await engine.cache.snapshot("user:dup")
+    assert snap == (bal[0]["balance"], 0, bal[0]["version"])
+    usage = await rows(engine, "SELECT status, credits_charged, cost_usd FROM usage_log")
+    assert [(u["status"], u["credits_charged"], u["cost_usd"]) for u in usage] == [("success", 1230, Decimal("0.0000123"))]
+
+
+async def test_byok_places_no_hold_and_costs_nothing(engine):
+    trusted = RequestContext(byok_policy="only", byok_provider="openai")  # as BYOK's pre-call sets it
+    data, ctx = await place(engine, "byok-user", metadata={"litellm_plugins": trusted})
+    assert ctx["hold"]["amount"] == 0 and ctx["hold"]["byok"] is True
+    assert (await engine.cache.snapshot("byok-user")) is None  # not even a Redis round trip
+    ctx["byok_used"] = True
+    engine.on_success(success_kwargs(data, 0.5))
+    await engine.writer.flush()
+    assert [r["delta"] for r in await rows(engine, "SELECT delta FROM credit_ledger WHERE kind = 'settle'")] == [0]
+    usage = await rows(engine, "SELECT byok, credits_charged FROM usage_log")
+    assert [(u["byok"], u["credits_charged"]) for u in usage] == [(True, 0)]
+
+
+async def test_reconciler_expires_stale_holds_in_postgres_and_redis(engine):
+    data, ctx = await place(engine, "stale")
+    amount = ctx["hold"]["amount"]
+    assert amount > 0 and (await engine.cache.snapshot("user:stale"))[1] == amount
+    await engine.writer.flush()
+    await rows(engine, "UPDATE credit_holds SET created_at = now() - interval '2 hours'")
+    # a hold Redis has but Postgres never got (the worker died before its writer flushed)
+    ghost = "ghost-hold"
+    await engine.cache.redis.hset(engine.cache.holds_key("user:stale"), ghost, f"777:{int(time.time()) - 7200}")
+    await engine.cache.redis.hincrby(engine.cache.acct_key("user:stale"), "held", 777)
+    report = await engine.reconcile_once()
+    assert report["expired"] == 1 and report["released"] == 1
+    assert (await engine.cache.snapshot("user:stale"))[1] == 0
+    holds = await rows(engine, "SELECT status FROM credit_holds")
+    assert [h["status"] for h in holds] == ["expired"]
+    kinds = [r["kind"] for r in await rows(engine, "SELECT kind FROM credit_ledger ORDER BY id")]
+    assert kinds == ["grant", "hold", "expire"]
+    # the call finishing after all still charges, exactly once
+    engine.on_success(success_kwargs(data, 0.00001))
+    engine.on_success(success_kwargs(data, 0.00001))
+    await engine.writer.flush()
+    assert [r["delta"] for r in await rows(engine, "SELECT delta FROM credit_ledger WHERE kind = 'settle'")] == [-1000]
+
+
+async def test_redis_rebuild_includes_pending_holds(engine):
+    _, ctx1 = await place(engine, "rebuild")
+    await engine.writer.flush()           # hold 1 in Postgres
+    _, ctx2 = await place(engine, "rebuild")  # hold 2 only in this worker's queue
+    await engine.cache.redis.delete(engine.cache.acct_key("user:rebuild"), engine.cache.holds_key("user:rebuild"))
+    available = await public.available_units("user:rebuild")
+    assert available == 1000 * 1_000_000 - ctx1["hold"]["amount"] - ctx2["hold"]["amount"]
+    assert public.worst_case_units("cheap", {"messages": [], "max_tokens": 1}) > 0
+
+
+async def test_insufficient_credits_message(engine):
+    async with engine.rt.pool.acquire() as conn:
+        await conn.execute("INSERT INTO credit_accounts (account, balance, version) VALUES ('user:broke', 5, 1)")
+        await conn.execute("INSERT INTO credit_ledger (account, kind, delta, amount) VALUES ('user:broke', 'grant', 5, 5)")
+    with pytest.raises(Exception) as info:
+        await place(engine, "broke")
+    assert info.value.code == "402" or str(info.value.code) == "402"
+    assert "credits, 0.000005 available" in info.value.message
+
+
+def test_spool_is_durable_bounded_and_claimable(tmp_path):
+    spool = Spool(str(tmp_path), "postgresql://db-a", max_bytes=2048)
+    spool.append([{"op": "settle", "id": "h1", "charge": 5}, {"op": "usage", "row": {"id": "u1"}}])
+    other_db = Spool(str(tmp_path), "postgresql://db-b", max_bytes=2048)
+    assert other_db.files() == []  # never replays another database's records
+    with open(spool.path, "ab") as fh:
+        fh.write(b'{"op": "tor')  # a crash mid-write
+    fd, records = spool.claim(spool.path)
+    assert [r["op"] for r in records] == ["settle", "usage"]
+    assert spool.claim(spool.path) is None  # locked by the first claimer
+    Spool.finish(spool.path, fd, done=True)
+    assert spool.files() == []
+    big = [{"op": "usage", "row": {"id": str(i), "pad": "x" * 100}} for i in range(40)]
+    spool.append(big)
+    spool.append([{"op": "usage", "row": {"id": "dropped"}}, {"op": "void", "id": "kept"}])
+    fd, records = spool.claim(spool.path)
+    Spool.finish(spool.path, fd, done=False)
+    assert records[-1] == {"op": "void", "id": "kept"} and spool.dropped == 1
+
+
+async def test_client_sent_context_is_not_trusted(engine):
+    forged = {"byok_policy": "only", "byok_provider": "openai", "account": "user:victim",
+              "hold": {"id": "x", "amount": 0}}
+    data, ctx = await place(engine, "honest", metadata={"litellm_plugins": forged})
+    assert ctx["account"] == "user:honest" and ctx["hold"]["amount"] > 0 and "byok" not in ctx["hold"]
+    kwargs = success_kwargs(data, 0.00002)
+    kwargs["litellm_params"]["metadata"] = {"litellm_plugins": {**forged, "byok_used": True}}
+    engine.on_success(kwargs)  # a forged context at settle time bills by the logging payload instead
+    await engine.writer.flush()
+    rows_ = await rows(engine, "SELECT account, delta FROM credit_ledger WHERE kind = 'settle'")
+    assert [(r["account"], r["delta"]) for r in rows_] == [("user:dup", -2000)]
+
+
+async def test_first_settle_of_an_unseen_account_opens_it_with_its_starting_grant(database):
+    """An account whose first call was BYOK-only (no hold, so Postgres never loaded it) must not be
+    opened at 0: it gets its starting grant like any other, and the ledger still verifies."""
+    from litellm_plugins.credits import store
+
+    conn = await asyncpg.connect(database, server_settings={"search_path": "litellm_plugins"})
+    try:
+        await migrate(conn)
+        start = credits_to_units(Decimal(1000))
+        byok_only = store.HoldOp(id="h-byok", call_id="c-byok", account="user:newcomer", amount=0, ts=time.time())
+        paid = store.HoldOp(id="h-paid", call_id="c-paid", account="user:other", amount=500, ts=time.time())
+        async with conn.transaction():
+            await store.apply_batch(conn, [byok_only, paid], [(byok_only, 0), (paid, 300)], [], start)
+        rows = {r["account"]: r["balance"] for r in await conn.fetch("SELECT account, balance FROM credit_accounts")}
+        assert rows == {"user:newcomer": start, "user:other": start - 300}
+        grants = await conn.fetchval("SELECT count(*) FROM credit_ledger WHERE kind = 'grant'")
+        assert grants == 2
+        assert await store.verify(conn) == []
+    finally:
+        await conn.close()
+
+
+def test_hold_covers_every_group_a_request_may_fall_back_to():
+    from litellm_plugins.credits.pricing import request_groups
+
+    data = {"model": "a", "fallbacks": ["b", {"model": "c"}, {"a": ["d", "b"]}, {"model": "a"}, 7]}
+    assert request_groups(data) == ["a", "b", "c", "d"]
+    assert request_groups({"model": "solo"}) == ["solo"]
+    table = build_price_table(MODEL_LIST + [
+        {"model_name": "pricey", "litellm_params": {"model": "openai/pricey", "input_cost_per_token": 0.001,
+                                                    "output_cost_per_token": 0.002},
+         "model_info": {"max_output_tokens": 100}}])
+    request = {"model": "cheap", "fallbacks": ["pricey"], "max_tokens": 10,
+               "messages": [{"role": "user", "content": "hello"}]}
+    cheap = worst_case_usd(table["cheap"], request, 4.0, 4096)
+    pricey = worst_case_usd(table["pricey"], request, 4.0, 4096)
+    assert pricey > cheap
+    assert max(worst_case_usd(table.get(g), request, 4.0, 4096) for g in request_groups(request)) == pricey
