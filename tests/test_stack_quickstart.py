@@ -3,6 +3,9 @@ operator gets from the quick start, and what a user sees."""
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 import openai
 import pytest
 from cryptography.fernet import Fernet
@@ -48,6 +51,25 @@ def test_user_power_level_request_is_routed_charged_and_logged(stack, fake) -> N
     assert headers["x-litellm-plugins-tier"] == "professional"
     group = headers["x-litellm-plugins-model-group"]
     assert group and fake.provider.calls, "the routed call must reach the (fake) provider"
+    assert headers["x-litellm-plugins-byok"] == "false"
+    charged = Decimal(headers["x-litellm-plugins-credits-charged"])
+    assert charged > 0 and Decimal(headers["x-litellm-plugins-credits-balance"]) == Decimal(1000) - charged
     streamed = list(client.chat.completions.create(model="eco", stream=True,
                                                    messages=[{"role": "user", "content": "stream please"}]))
     assert any(c.choices and c.choices[0].delta.content for c in streamed)
+
+    # both requests settle off the request path and leave a usage row each, with the routing facts
+    with stack.client("sk-stack-user") as http:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            rows = http.get("/plugins/usage").json()
+            rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
+            if len(rows) >= 2 and all(r["credits_charged"] not in (None, "0.000000") for r in rows):
+                break
+            time.sleep(0.2)
+        balance = http.get("/plugins/credits/balance").json()
+    assert len(rows) == 2
+    assert {r["power_level"] for r in rows} == {"eco"} and {r["model_group"] for r in rows} == {group}
+    assert {r["stream"] for r in rows} == {True, False} and {r["status"] for r in rows} == {"success"}
+    total = sum(Decimal(r["credits_charged"]) for r in rows)
+    assert Decimal(balance["balance"]) == Decimal(1000) - total and Decimal(balance["held"]) == 0
