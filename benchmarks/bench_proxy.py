@@ -119,7 +119,9 @@ async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
                                                                   **plugin_settings(chosen)}})
             bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=args.workers, plugins=False)
             plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=args.workers)
-            proxies += [bare.start(), plug.start()]
+            for proxy in (bare, plug):  # registered before start: a failed start is still cleaned up
+                proxies.append(proxy)
+                proxy.start()
 
             model = args.model
             served = model
