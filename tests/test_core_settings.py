@@ -78,3 +78,11 @@ def test_masking_keeps_only_last_four() -> None:
                         "enabled": True, "name": "visible"})
     assert masked == {"database_url": "****h/db",
                       "nested": {"api_key": "****6789"}, "enabled": True, "name": "visible"}
+
+
+def test_disabled_capability_does_not_need_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LP_UNSET_SECRET", raising=False)
+    off = parse_settings({**VALID, "byok": {"enabled": False, "encryption_keys": "os.environ/LP_UNSET_SECRET"}})
+    assert off.byok.enabled is False
+    with pytest.raises(SettingsError, match="litellm_plugins.byok.encryption_keys: environment variable LP_UNSET_SECRET"):
+        parse_settings({**VALID, "byok": {"enabled": True, "encryption_keys": "os.environ/LP_UNSET_SECRET"}})

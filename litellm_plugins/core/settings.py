@@ -77,6 +77,24 @@ def resolve_env(value: Any, path: str = SECTION) -> Any:
     return value
 
 
+CAPABILITY_SECTIONS = ("routing", "byok", "credits", "health")
+
+
+def _resolve_section(section: dict[str, Any]) -> dict[str, Any]:
+    """Resolve env references, except inside a disabled capability: turning BYOK off must not still
+    demand its encryption key (its values are validated for shape, never used)."""
+    resolved: dict[str, Any] = {}
+    for key, value in section.items():
+        path = f"{SECTION}.{key}"
+        if key in CAPABILITY_SECTIONS and isinstance(value, dict):
+            enabled = resolve_env(value.get("enabled", False), f"{path}.enabled")
+            if enabled is not True:
+                resolved[key] = {**value, "enabled": enabled}
+                continue
+        resolved[key] = resolve_env(value, path)
+    return resolved
+
+
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join([SECTION, *(str(part) for part in error["loc"])])
     if error["type"] == "extra_forbidden":
@@ -93,7 +111,7 @@ def parse_settings(section: Any) -> PluginSettings:
     if not isinstance(section, dict):
         raise SettingsError(f"{SECTION}: must be a mapping, got {type(section).__name__}")
     try:
-        return PluginSettings.model_validate(resolve_env(section))
+        return PluginSettings.model_validate(_resolve_section(section))
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors(include_url=False)]
         raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
