@@ -68,8 +68,13 @@ def test_compose_runs_postgres_redis_and_the_proxy_with_everything_the_config_ne
     config_path = yaml.safe_load(next(a for op, a in dockerfile_instructions() if op == "CMD"))[1]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
     assert config_path in mounts and (ROOT / mounts[config_path]).exists()
+    named = set(compose.get("volumes") or {})
     for volume in proxy["volumes"]:
-        assert (ROOT / volume.split(":")[0]).exists()
+        source = volume.split(":")[0]
+        assert source in named or (ROOT / source).exists(), f"volume source {source} does not exist"
+    # the credits spool (rows kept while Postgres is down) must be on a volume, not the container layer
+    spool_dir = yaml.safe_load((ROOT / "proxy_config.yaml").read_text())["litellm_plugins"]["credits"]["spool_dir"]
+    assert spool_dir in mounts, f"credits.spool_dir {spool_dir} is not on a volume in docker-compose.yml"
     assert set(proxy["depends_on"]) == {"postgres", "redis"}
     # every os.environ/NAME the plugin section needs is provided to the container
     section = yaml.safe_load((ROOT / "proxy_config.yaml").read_text())["litellm_plugins"]
