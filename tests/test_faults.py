@@ -1,0 +1,702 @@
+"""Fault suite: two real proxies sharing one private Postgres and one private Redis, under steady
+bounded load, while we kill a proxy, stop Postgres, flush and restart Redis, and break the provider.
+
+Every request carries its own ``x-litellm-call-id``; after each scenario the suite joins what the
+clients saw with what the proxies wrote and asserts the musts:
+
+* **rows lost = 0** — every request a client saw complete with an HTTP status has exactly one usage
+  row (``success`` iff the client got 200), every 200 has exactly one ledger ``settle``, no request
+  the client saw fail is charged, and ``litellm-plugins credits verify`` passes (ledger == balance);
+* **balance drift = 0** — each settle equals the charge computed independently here from the fake
+  provider's deterministic token counts and the configured prices of the deployment that answered
+  (``x-litellm-model-id``), 0 for a BYOK call; each account's balance equals its starting grant
+  minus those charges.
+
+What callers see, and why that is the policy:
+
+1. *kill -9 of one proxy*: its in-flight requests get a dropped connection (nothing can answer them);
+   the other proxy keeps serving. Their holds stay pending until the reconciler of a surviving proxy
+   expires them (``hold_ttl_seconds`` + one reconcile round), so the money a dead proxy reserved is
+   returned without anyone having to notice the crash; no settle ever appears for them. Known gap
+   (credits, ``test_kill_right_after_200s_loses_no_rows``): a request answered within the writer
+   interval before the crash loses its settle and usage row (tolerated, counted and reported by the
+   kill scenario; a graceful SIGTERM loses nothing).
+2. *Postgres down*: requests keep being served (200) for accounts Redis knows — the hold lives in
+   Redis, settles and usage rows go to the fsync'd spool and are replayed when Postgres returns. A
+   caller whose account has never been seen cannot be opened (no book of record to write the starting
+   grant to) and gets a clean 503 with Retry-After. Serving is right because the ledger can be made
+   exact afterwards (the spool is durable and replay is idempotent), while refusing every paying
+   caller for a database blip is a full outage; opening new accounts blind is not, because their
+   starting balance is unknowable without Postgres. A BYOK key holder whose keys the worker never
+   loaded also gets a 503 (BYOK fails closed instead of guessing "no key"); keyless callers are served.
+3. *Redis FLUSHALL, then Redis stopped and restarted*: after the flush, accounts are rebuilt from
+   Postgres on their next request (still 200). While Redis is unreachable the credit check cannot be
+   made atomically across instances, so requests get 503 (``on_redis_error: reject``): serving
+   unheld would let parallel calls overspend a balance. Afterwards balances converge to Postgres,
+   health state is rebuilt, BYOK invalidations reach the other proxy again.
+4. *provider 5xx, then timeouts*: callers get 200 through routing's fallbacks, the health circuit of
+   the failing deployment opens (its traffic stops), and after the provider recovers and the cool-down
+   passes it serves again.
+
+Short form (CI): ``scripts/test tests/test_faults.py -q``; the long form
+``python benchmarks/faults.py --long`` runs the same scenarios with more load and longer outages
+(profile via ``FAULTS_PROFILE=long``) and prints the table (rows via ``FAULTS_REPORT=<file>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+
+from tests.support.fake_provider import FakeProvider
+from tests.support.load import Load, Result, Spec
+from tests.support.private_services import PrivatePostgres, private_postgres, private_redis
+from tests.support.proxy import PROXY_CONFIG, ProxyProcess
+
+
+# ---- profile ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Profile:
+    threads: int
+    rate: float            # requests/s offered per client thread
+    warmup_s: float        # load before the fault
+    kill_after_s: float    # load after the kill
+    pg_down_s: float
+    redis_phase_s: float   # load between FLUSHALL and the Redis stop, and after the restart
+    redis_down_s: float
+    provider_fault_s: float
+
+
+PROFILES = {
+    "short": Profile(threads=6, rate=3.0, warmup_s=2.0, kill_after_s=2.5, pg_down_s=5.0, redis_phase_s=1.5,
+                     redis_down_s=1.5, provider_fault_s=4.0),
+    "long": Profile(threads=8, rate=5.0, warmup_s=10.0, kill_after_s=15.0, pg_down_s=10.0, redis_phase_s=8.0,
+                    redis_down_s=5.0, provider_fault_s=15.0),
+}
+PROFILE_NAME = os.environ.get("FAULTS_PROFILE", "short")
+P = PROFILES[PROFILE_NAME]
+
+# ---- configuration ------------------------------------------------------------------------------
+
+HOLD_TTL = 30            # the minimum credits accepts
+RECONCILE_S = 1
+COOLDOWN_S = 10.0
+STOP_BOUND_S = 6.0      # open circuit -> no more traffic on every worker (the bound tests/test_health_e2e.py asserts)
+THRESHOLD = 3
+ROUTER_TIMEOUT_S = 2.0
+START_UNITS = 1000 * 1_000_000
+UNIT = Decimal(1_000_000)
+CREDITS_PER_USD = Decimal(100)
+
+CONFIG = yaml.safe_load(PROXY_CONFIG.read_text())
+PRICES = {m["model_name"]: (Decimal(str(m["litellm_params"].get("input_cost_per_token", 0))),
+                            Decimal(str(m["litellm_params"].get("output_cost_per_token", 0))))
+          for m in CONFIG["model_list"]}
+UPSTREAM = {m["model_name"]: m["litellm_params"]["model"].split("/", 1)[1] for m in CONFIG["model_list"]}
+ECO_FIRST = CONFIG["litellm_plugins"]["routing"]["levels"]["eco"][0]       # deepinfra-llama-3.1-8b
+BYOK_PROVIDER = "deepinfra"
+assert ECO_FIRST.startswith(BYOK_PROVIDER), ECO_FIRST
+
+USERS = {"sk-fault-ann": "fault-ann", "sk-fault-ben": "fault-ben", "sk-fault-byok": "fault-cy"}
+SPECS = [Spec("sk-fault-ann", "eco"), Spec("sk-fault-ben", "balanced", stream=True),
+         Spec("sk-fault-ann", "balanced"), Spec("sk-fault-byok", "eco"),
+         Spec("sk-fault-ben", "eco", stream=True), Spec("sk-fault-byok", "balanced", stream=True)]
+BYOK_SECRET = f"sk-fault-byok-{uuid.uuid4().hex}"
+
+ROWS: list[dict[str, Any]] = []
+KILL_WINDOW_S = 1.0              # a 200 answered this close before a kill -9 may lose its rows (see test)
+KILL_WINDOW_LOST: list[str] = []   # one per scenario; printed at the end, written to FAULTS_REPORT
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg():
+    with private_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rds():
+    with private_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fault_plugins(tmp_path_factory) -> dict[str, Any]:
+    spool = tmp_path_factory.mktemp("fault-spool")
+    return {
+        "credits": {"enabled": True, "hold_ttl_seconds": HOLD_TTL, "reconcile_interval_seconds": RECONCILE_S,
+                    "writer_interval_seconds": 0.05, "spool_dir": str(spool)},
+        "health": {"enabled": True, "probe_interval_s": 1.0, "probe_timeout_s": 1.0, "lease_ttl_s": 3.0,
+                   "failure_threshold": THRESHOLD, "cooldown_s": COOLDOWN_S, "refresh_interval_s": 0.2,
+                   "stale_after_s": 5.0},
+        "byok": {"enabled": True, "validate_on_add": True},
+        "routing": {"enabled": True},
+    }
+
+
+@pytest.fixture(scope="module")
+def proxies(pg, rds, start_proxy, fault_plugins, keys) -> tuple[ProxyProcess, ProxyProcess]:
+    for key, user in USERS.items():
+        keys.add(key, user_id=user, metadata={"tier": "professional"})
+    env = {"LITELLM_PLUGINS_DATABASE_URL": pg.dsn, "LITELLM_PLUGINS_REDIS_URL": rds.url,
+           # LiteLLM counts tokens on the failure path; for llama models that would try to download
+           # a tokenizer from huggingface.co (offline here: ~25 s of retries per failed request).
+           "HF_HUB_OFFLINE": "1"}
+    # Short LiteLLM cooldown so LiteLLM's own cooldown does not outlast the health circuit we test,
+    # and a router timeout so a slow provider is a timeout.
+    overrides = {"router_settings": {"cooldown_time": 1, "timeout": ROUTER_TIMEOUT_S}}
+    a = start_proxy(plugins=fault_plugins, overrides=overrides, env=env, name="fault_a", wait=False)
+    b = start_proxy(plugins=fault_plugins, overrides=overrides, env=env, name="fault_b", wait=False)
+    a.wait_ready()
+    b.wait_ready()
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def model_groups(proxies) -> dict[str, str]:
+    """LiteLLM deployment id -> model group (the same config, so the same ids, on both proxies)."""
+    with proxies[0].client() as c:
+        r = c.get("/v1/model/info")
+    assert r.status_code == 200, r.text
+    return {m["model_info"]["id"]: m["model_name"] for m in r.json()["data"]}
+
+
+@pytest.fixture(scope="module")
+def byok_ready(proxies, fake_server):
+    a, _ = proxies
+    with a.client("sk-fault-byok") as c:
+        r = c.post("/plugins/byok/keys", json={"provider": BYOK_PROVIDER, "key": BYOK_SECRET, "policy": "prefer"})
+    assert r.status_code == 200, r.text
+    return BYOK_SECRET
+
+
+@pytest.fixture
+def load_factory(proxies):
+    started: list[Load] = []
+
+    def make(tag: str, specs: list[Spec] | None = None, targets=None) -> Load:
+        a, b = proxies
+        load = Load(targets=targets or [(a.name, a.url), (b.name, b.url)], specs=specs or SPECS,
+                    threads=P.threads, rate_per_thread=P.rate, max_seconds=240, tag=tag)
+        started.append(load)
+        return load.start()
+
+    yield make
+    for load in started:   # bounded even when a test fails half-way
+        load.stop()
+
+
+# ---- the oracle ---------------------------------------------------------------------------------
+
+def expected_units(group: str, body: dict[str, Any], completion: int = 8) -> int:
+    """Our own computation of a charge: fake token counts x configured prices, half-up to a unit."""
+    prompt = FakeProvider.prompt_tokens(body)
+    completion = min(completion, body.get("max_tokens") or completion)
+    inp, out = PRICES[group]
+    usd = prompt * inp + completion * out
+    return int((usd * CREDITS_PER_USD * UNIT).to_integral_value(ROUND_HALF_UP))
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "litellm_plugins"}, timeout=5)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def verify_cli(proxy: ProxyProcess) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "litellm_plugins.cli", "--config", str(proxy.config_path),
+                           "credits", "verify"], env=proxy.process_env(), capture_output=True, text=True,
+                          timeout=60)
+
+
+@dataclass
+class Audit:
+    lost: list[str]
+    duplicated: list[str]
+    drift_units: int
+    mismatched: list[str]
+    charged_undelivered: int
+
+
+async def audit(pg: PrivatePostgres, results: list[Result], groups: dict[str, str],
+                timeout: float = 30.0) -> Audit:
+    """Join client results with usage rows and settles (waiting for the writers / spool replay)."""
+    answered = [r for r in results if r.status != 0]
+    ok = [r for r in results if r.status == 200]
+    ids = [r.call_id for r in results]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            usage = await fetch(pg.dsn, "SELECT call_id, status, credits_charged FROM usage_log "
+                                "WHERE call_id = ANY($1::text[])", ids)
+            settles = await fetch(pg.dsn, "SELECT call_id, delta FROM credit_ledger WHERE kind = 'settle' "
+                                  "AND call_id = ANY($1::text[])", ids)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            usage, settles = [], []
+        u_by: dict[str, list] = {}
+        for row in usage:
+            u_by.setdefault(row["call_id"], []).append(row)
+        s_by: dict[str, list] = {}
+        for row in settles:
+            s_by.setdefault(row["call_id"], []).append(row)
+        complete = all(r.call_id in u_by and (r.status != 200 or r.call_id in s_by) for r in answered)
+        if complete or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    lost, dup, mismatched = [], [], []
+    drift = 0
+    for r in answered:
+        rows = u_by.get(r.call_id, [])
+        if not rows:
+            lost.append(f"usage {r.call_id} (client {r.status})")
+        elif len(rows) > 1:
+            dup.append(f"usage {r.call_id} x{len(rows)}")
+        elif (rows[0]["status"] == "success") != (r.status == 200):
+            mismatched.append(f"usage {r.call_id}: row {rows[0]['status']} but client saw {r.status}")
+    for r in ok:
+        rows = s_by.get(r.call_id, [])
+        if not rows:
+            lost.append(f"settle {r.call_id}")
+            continue
+        if len(rows) > 1:
+            dup.append(f"settle {r.call_id} x{len(rows)}")
+        group = groups.get(r.model_id or "")
+        if group is None:
+            mismatched.append(f"{r.call_id}: unknown deployment {r.model_id}")
+            continue
+        want = 0 if r.byok == "true" else expected_units(group, r.body)
+        got = -sum(row["delta"] for row in rows)
+        drift += got - want
+        if got != want:
+            mismatched.append(f"{r.call_id}: charged {got} units, expected {want} ({group}, byok={r.byok})")
+        urows = u_by.get(r.call_id, [])
+        if urows and urows[0]["credits_charged"] != got:
+            mismatched.append(f"{r.call_id}: usage says {urows[0]['credits_charged']}, ledger {got}")
+    # A request the client saw fail with an HTTP status must never be charged.
+    for r in answered:
+        if r.status != 200 and s_by.get(r.call_id):
+            mismatched.append(f"{r.call_id}: client saw {r.status} but was charged")
+    undelivered = sum(1 for r in results if r.status == 0 and s_by.get(r.call_id))
+    return Audit(lost, dup, drift, mismatched, undelivered)
+
+
+async def account_drift(pg: PrivatePostgres, all_results: list[Result], groups: dict[str, str]) -> dict[str, int]:
+    """balance - (start - every charge the clients were served), per account (must be 0)."""
+    charged: Counter[str] = Counter()
+    ids = [r.call_id for r in all_results]
+    undelivered = await fetch(pg.dsn, "SELECT account, call_id, delta FROM credit_ledger WHERE kind = 'settle' "
+                              "AND call_id = ANY($1::text[])", ids)
+    by_call = {r["call_id"]: r for r in undelivered}
+    for r in all_results:
+        account = f"user:{USERS[r.spec.key]}"
+        if r.call_id in KILL_WINDOW_LOST:  # served, never charged (reported by the kill scenario)
+            continue
+        if r.status == 200:
+            group = groups[r.model_id or ""]
+            charged[account] += 0 if r.byok == "true" else expected_units(group, r.body)
+        elif r.call_id in by_call:  # a dropped connection whose call did finish: charged, fairly
+            charged[account] += -by_call[r.call_id]["delta"]
+    rows = await fetch(pg.dsn, "SELECT account, balance FROM credit_accounts WHERE account = ANY($1::text[])",
+                       [f"user:{u}" for u in USERS.values()])
+    return {r["account"]: r["balance"] - (START_UNITS - charged[r["account"]]) for r in rows}
+
+
+ALL_RESULTS: list[Result] = []
+
+
+def row(scenario: str, load: Load, results: list[Result], a: Audit, notes: str) -> dict[str, Any]:
+    statuses = Counter(r.status for r in results)
+    duration = (load.stopped_at or time.time()) - load.started_at
+    entry = {
+        "scenario": scenario, "profile": PROFILE_NAME,
+        "offered_rps": load.offered_rate(), "duration_s": round(duration, 1),
+        "requests": len(results), "served": statuses.get(200, 0),
+        "served_rps": round(statuses.get(200, 0) / duration, 1) if duration else 0,
+        "errors": {("conn" if s == 0 else str(s)): n for s, n in sorted(statuses.items()) if s != 200},
+        "rows_lost": len(a.lost), "rows_duplicated": len(a.duplicated), "balance_drift_units": a.drift_units,
+        "charge_mismatches": len(a.mismatched), "notes": notes,
+    }
+    ROWS.append(entry)
+    ALL_RESULTS.extend(results)
+    write_report()
+    return entry
+
+
+def write_report(drift: dict[str, int] | None = None) -> None:
+    """Rows so far to FAULTS_REPORT (benchmarks/faults.py prints them), even if a later scenario fails."""
+    report = os.environ.get("FAULTS_REPORT")
+    if report:
+        Path(report).write_text(json.dumps({"profile": PROFILE_NAME, "rows": ROWS, "account_drift": drift},
+                                           indent=1, default=str))
+
+
+def assert_musts(a: Audit) -> None:
+    assert not a.lost, a.lost[:10]
+    assert not a.duplicated, a.duplicated[:10]
+    assert not a.mismatched, a.mismatched[:10]
+    assert a.drift_units == 0
+
+
+def _wait(predicate, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def _health(proxy: ProxyProcess) -> dict[str, dict[str, Any]]:
+    with proxy.client() as c:
+        r = c.get("/plugins/health")
+    assert r.status_code == 200, r.text
+    return {d["model_group"]: d for p in r.json()["providers"] for d in p["deployments"]}
+
+
+# ---- scenarios ----------------------------------------------------------------------------------
+
+async def test_warm_up_and_byok(proxies, byok_ready, model_groups, fake, pg):
+    """Baseline: every account opened, the BYOK user's eco calls go out with their own key."""
+    a, b = proxies
+    for proxy in (a, b):
+        for spec in SPECS:
+            with httpx.Client(base_url=proxy.url, timeout=30) as c:
+                r = Load([], []).one(c, proxy.name, spec)
+            assert r.status == 200, (proxy.name, spec, r.error)
+            ALL_RESULTS.append(r)
+            if spec.key == "sk-fault-byok" and spec.model == "eco":
+                assert r.byok == "true"
+    assert any(c.authorization == f"Bearer {BYOK_SECRET}" for c in fake.provider.calls)
+    found = await audit(pg, list(ALL_RESULTS), model_groups)
+    assert_musts(found)
+
+
+async def test_kill_one_proxy_mid_traffic(proxies, model_groups, fake, pg, rds, load_factory):
+    a, b = proxies
+    for group in (ECO_FIRST, "gpt-4o-mini"):   # calls in flight at the kill (holds already written);
+        fake.provider.set_delay(1.5, UPSTREAM[group])  # per model: probes (GET /models) stay fast
+    load = load_factory("kill")
+    time.sleep(P.warmup_s)
+    killed_at = time.time()
+    b.kill()
+    time.sleep(P.kill_after_s)
+    load.stop()
+    fake.provider.clear_failures()
+    results = load.snapshot()
+    in_flight = [r for r in results if r.proxy == b.name and r.status == 0 and r.t0 < killed_at]
+    assert in_flight, "no call was in flight on the killed proxy"
+    b.start()   # restart it (same port); the survivors' reconciler does the cleanup meanwhile
+    found = await audit(pg, results, model_groups)
+    # Holds of the in-flight calls: in Postgres (pending until expired) or only in Redis (the writer
+    # had not flushed yet). Both must be gone within the TTL + a reconcile round (+ scheduling slack).
+    ids = [r.call_id for r in in_flight]
+    deadline = killed_at + HOLD_TTL + RECONCILE_S + 15
+    holds = []
+    while time.time() < deadline:
+        holds = await fetch(pg.dsn, "SELECT call_id, status, created_at, updated_at FROM credit_holds "
+                            "WHERE call_id = ANY($1::text[])", ids)
+        held = [int(rds.client().hget(k, "held") or 0) for k in rds.client().scan_iter(match="*credits:acct:*")]
+        if all(h["status"] in ("expired", "voided", "settled") for h in holds) and sum(held) == 0:
+            break
+        time.sleep(1.0)
+    assert all(h["status"] in ("expired", "voided", "settled") for h in holds), [dict(h) for h in holds]
+    late = [h for h in holds if h["status"] == "expired"
+            and (h["updated_at"] - h["created_at"]).total_seconds() > HOLD_TTL + RECONCILE_S + 10]
+    assert not late, late
+    residual = {k.decode(): int(rds.client().hget(k, "held") or 0) for k in rds.client().scan_iter(match="*credits:acct:*")}
+    assert sum(residual.values()) == 0, residual
+    settled_killed = [h for h in holds if h["status"] == "settled"]
+    # Known window (credits): LiteLLM runs the success callback after the response is sent, and the
+    # settle + usage row wait in the worker's memory for the writer (writer_interval_seconds). A 200
+    # answered by the killed proxy just before the kill can therefore lose both (the call is then
+    # free: its hold expires). Measured and reported here; everything else must be exact.
+    by_id = {r.call_id: r for r in results}
+    window = [i for i in {x.split()[1] for x in found.lost}
+              if by_id[i].proxy == b.name and killed_at - by_id[i].t1 < KILL_WINDOW_S]
+    KILL_WINDOW_LOST.extend(window)
+    found.lost = [x for x in found.lost if x.split()[1] not in window]
+    ages = sorted(round((killed_at - by_id[i].t1) * 1000) for i in window)
+    entry = row("kill -9 one of two proxies", load, results, found,
+                f"{len(in_flight)} in flight on the killed proxy (sent {sorted(round(killed_at - r.t0, 2) for r in in_flight)} s "
+                f"before the kill); {len(holds)} of their holds reached Postgres, "
+                f"all {dict(Counter(h['status'] for h in holds))} within TTL {HOLD_TTL}s + {RECONCILE_S}s; "
+                f"{len(settled_killed)} settled (finished before the kill); redis held 0; "
+                f"{len(window)} 200s answered by the killed proxy {ages} ms before the kill lost their "
+                f"settle + usage row (in-memory writer queue)")
+    entry["rows_lost_kill_window"] = len(window)
+    write_report()
+    assert_musts(found)
+    ok_after = [r for r in results if r.proxy == a.name and r.t0 > killed_at + 0.5]
+    assert ok_after and all(r.status == 200 for r in ok_after), Counter(r.status for r in ok_after)
+    b.wait_ready()
+    print(entry)
+
+
+async def test_postgres_down_loses_nothing(proxies, model_groups, fake, pg, keys, load_factory):
+    a, b = proxies
+    keys.add("sk-fault-cold", user_id="fault-cold-user", metadata={"tier": "professional"})
+    for proxy in (a, b):   # a proxy restarted by the kill scenario may not have the BYOK user's keys cached
+        with httpx.Client(base_url=proxy.url, timeout=30) as c:
+            assert Load([], []).one(c, proxy.name, Spec("sk-fault-byok", "eco")).status == 200
+    load = load_factory("pgdown")
+    time.sleep(P.warmup_s)
+    down_at = time.time()
+    pg.stop()
+    try:
+        time.sleep(1.0)
+        with a.client("sk-fault-cold") as c:   # an account never seen: cannot be opened without Postgres
+            cold = c.post("/v1/chat/completions", json={"model": "eco", "max_tokens": 4,
+                                                        "messages": [{"role": "user", "content": "cold"}]})
+        time.sleep(max(P.pg_down_s - 1.0, 0))
+    finally:
+        pg.start()
+    up_at = time.time()
+    time.sleep(P.warmup_s)
+    load.stop()
+    results = load.snapshot()
+    during = Counter(r.status for r in results if down_at <= r.t0 <= up_at)
+    found = await audit(pg, results, model_groups, timeout=45)
+    entry = row("Postgres stopped + restarted", load, results, found,
+                f"down {up_at - down_at:.1f}s; during: {dict(during)}; new account during outage -> "
+                f"{cold.status_code} ({cold.headers.get('retry-after')}s Retry-After)")
+    print(entry)
+    assert_musts(found)
+    # Only a BYOK key holder whose keys this worker never loaded may be refused (503, fail closed:
+    # BYOK will not guess "no key" without its key store); everyone else is served.
+    refused = [r for r in results if r.status != 200]
+    assert all(r.status == 503 and r.spec.key == "sk-fault-byok" for r in refused), \
+        [(r.proxy, r.spec.key, r.status, r.error) for r in refused]
+    assert sum(during.values()) > 5
+    assert cold.status_code == 503, cold.text
+    with a.client("sk-fault-cold") as c:   # and it opens once Postgres is back
+        assert c.post("/v1/chat/completions", json={"model": "eco", "max_tokens": 4, "messages": [
+            {"role": "user", "content": "cold"}]}).status_code == 200
+    result = verify_cli(a)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_redis_flush_and_restart_recovers(proxies, model_groups, fake, pg, rds, load_factory, byok_ready):
+    a, b = proxies
+    load = load_factory("redis")
+    time.sleep(P.warmup_s)
+    rds.client().flushall()
+    time.sleep(P.redis_phase_s)
+    down_at = time.time()
+    rds.stop()
+    try:
+        time.sleep(P.redis_down_s)
+    finally:
+        rds.start()
+    up_at = time.time()
+    time.sleep(P.redis_phase_s + 1.0)
+    load.stop()
+    results = load.snapshot()
+    statuses_during = Counter(r.status for r in results if down_at + 0.2 <= r.t0 and r.t1 <= up_at)
+    before = [r for r in results if r.t1 < down_at]
+    after = [r for r in results if r.t0 > up_at + 1.0]
+    found = await audit(pg, results, model_groups)
+    # Balances: the Redis cache converges to Postgres, nothing left held.
+    prefix = a.config["litellm_plugins"]["redis_key_prefix"]
+
+    def converged() -> bool:
+        for user in USERS.values():
+            cached = rds.client().hgetall(f"{prefix}credits:acct:user:{user}")
+            if not cached or int(cached.get(b"held", b"0")) != 0:
+                return False
+        return True
+
+    _wait(converged, 15)
+    pg_bal = {r["account"]: r["balance"] for r in await fetch(pg.dsn, "SELECT account, balance FROM credit_accounts")}
+    for user in USERS.values():
+        cached = rds.client().hgetall(f"{prefix}credits:acct:user:{user}")
+        assert cached and int(cached[b"held"]) == 0, (user, cached)
+        assert int(cached[b"balance"]) == pg_bal[f"user:{user}"], (user, cached, pg_bal)
+    for proxy in (a, b):
+        with proxy.client("sk-fault-ann") as c:
+            bal = c.get("/plugins/credits/balance").json()
+        assert Decimal(bal["balance"]) * UNIT == pg_bal["user:fault-ann"] and bal["held"] == "0.000000", bal
+    result = verify_cli(a)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Health state is rebuilt: both proxies answer /plugins/health and route everything again.
+    for proxy in (a, b):
+        assert _wait(lambda p=proxy: all(not d["excluded_from_routing"] for d in _health(p).values()), 10)
+    # BYOK: the user's key still goes out after the flush...
+    byok_after = [r for r in after if r.spec.key == "sk-fault-byok" and r.spec.model == "eco" and r.status == 200]
+    assert byok_after and all(r.byok == "true" for r in byok_after), [(r.proxy, r.byok) for r in byok_after]
+    entry = row("Redis FLUSHALL, then stopped + restarted", load, results, found,
+                f"before outage {dict(Counter(r.status for r in before))}; Redis down {up_at - down_at:.1f}s: "
+                f"{dict(statuses_during)}; after restart {dict(Counter(r.status for r in after))}; "
+                f"Redis balances == Postgres, held 0; credits verify OK")
+    print(entry)
+    assert_musts(found)
+    assert set(statuses_during) <= {503}, statuses_during
+    assert before and all(r.status == 200 for r in before), Counter(r.status for r in before)
+    assert after and all(r.status == 200 for r in after), Counter(r.status for r in after)
+
+
+async def test_byok_invalidation_reaches_the_other_proxy_after_redis_restart(proxies, fake, rds, byok_ready):
+    """After the Redis restart (previous test), a key change on proxy A must reach proxy B's cache
+    through Redis again (pub/sub resubscribed), not only after ``cache_ttl_s``."""
+    a, b = proxies
+    new_secret = f"sk-fault-byok2-{uuid.uuid4().hex}"
+    with a.client("sk-fault-byok") as c:
+        r = c.put(f"/plugins/byok/keys/{BYOK_PROVIDER}", json={"key": new_secret, "policy": "prefer"})
+    assert r.status_code == 200, r.text
+    changed_at = time.monotonic()
+    seen = None
+    while time.monotonic() - changed_at < 10:
+        before = len(fake.provider.calls)
+        with b.client("sk-fault-byok") as c:
+            assert c.post("/v1/chat/completions", json={"model": "eco", "max_tokens": 4, "messages": [
+                {"role": "user", "content": "byok after restart"}]}).status_code == 200
+        auths = [call.authorization for call in fake.provider.calls[before:]]
+        if f"Bearer {new_secret}" in auths:
+            seen = time.monotonic() - changed_at
+            break
+        time.sleep(0.2)
+    assert seen is not None and seen < 5, f"proxy B still used the old key {seen}"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (health): an operator's force-down lives only in Redis; a Redis "
+                                        "flush/restart silently returns the deployment to routing although "
+                                        "health_audit in Postgres still records it as forced down")
+def test_operator_force_down_survives_a_redis_flush(proxies, rds, model_groups):
+    a, b = proxies
+    target = next(mid for mid, group in model_groups.items() if group == "together-qwen-2.5-7b")
+    with a.client() as c:
+        r = c.post(f"/plugins/health/deployments/{target}/force", json={"state": "down", "reason": "fault suite"})
+    assert r.status_code == 200, r.text
+    try:
+        assert _wait(lambda: _health(b)["together-qwen-2.5-7b"]["status"] == "forced_down", 5)
+        rds.client().flushall()
+        time.sleep(1.0)
+        assert _health(b)["together-qwen-2.5-7b"]["status"] == "forced_down", _health(b)["together-qwen-2.5-7b"]
+    finally:
+        with a.client() as c:
+            c.post(f"/plugins/health/deployments/{target}/force", json={"state": "auto", "reason": "cleanup"})
+
+
+async def test_provider_5xx_then_timeouts_fallback_circuit_recovery(proxies, model_groups, fake, pg, load_factory):
+    a, b = proxies
+    upstream = UPSTREAM[ECO_FIRST]
+    eco_specs = [Spec("sk-fault-ann", "eco"), Spec("sk-fault-ben", "eco", stream=True)]
+    load = load_factory("provider", specs=eco_specs)
+    time.sleep(P.warmup_s)
+    # Phase 1: 5xx from the eco level's first deployment.
+    n0 = len(fake.provider.calls)
+    fake.provider.fail(500, models={upstream})
+    t_fail = time.time()
+    opened = _wait(lambda: all(_health(p)[ECO_FIRST]["circuit"] == "open" for p in (a, b)), P.provider_fault_s + 10)
+    t_open = time.time()
+    opened_at = datetime.fromisoformat(_health(a)[ECO_FIRST]["opened_at"]).timestamp() if opened else t_open
+    # While open (until the half-open trial at cooldown_s), no call may reach the deployment once
+    # every worker has refreshed its view (refresh_interval_s; 0.5 s of slack for a busy machine).
+    time.sleep(max(opened_at + COOLDOWN_S - time.time(), 0) + P.provider_fault_s / 2)
+    upstream_calls = [c for c in fake.provider.calls[n0:] if c.model == upstream]
+    quiet = [c for c in upstream_calls if opened_at + STOP_BOUND_S <= c.at <= opened_at + COOLDOWN_S - 0.1]
+    timeline = [round(c.at - opened_at, 2) for c in upstream_calls]
+    stop_latency = max([t for t in timeline if 0 <= t < COOLDOWN_S - 0.1], default=0.0)
+    failed_5xx = [c for c in fake.provider.calls[n0:] if c.model == upstream and c.status == 500]
+    # Phase 2: the provider answers again but too slowly (timeouts), from the trial on.
+    fake.provider.clear_failures()
+    fake.provider.set_delay(ROUTER_TIMEOUT_S + 1.5, upstream)
+    time.sleep(P.provider_fault_s)
+    fake.provider.clear_failures()
+    t_fixed = time.time()
+    recovered = _wait(lambda: all(_health(p)[ECO_FIRST]["circuit"] == "closed" for p in (a, b)),
+                      COOLDOWN_S * 3 + 15)
+    t_closed = time.time()
+    n2 = len(fake.provider.calls)
+    time.sleep(P.warmup_s)
+    load.stop()
+    results = load.snapshot()
+    served_again = [c for c in fake.provider.calls[n2:] if c.model == upstream and c.status == 200]
+    found = await audit(pg, results, model_groups)
+    by_group = Counter(model_groups.get(r.model_id or "", "?") for r in results if r.status == 200)
+    entry = row("provider 5xx, then timeouts", load, results, found,
+                f"circuit open {t_open - t_fail:.1f}s after the first 5xx ({len(failed_5xx)} failed upstream calls); "
+                f"last call {stop_latency:.1f}s after it opened, then none until the half-open trial at {COOLDOWN_S:.0f}s: "
+                f"{not quiet}; closed {t_closed - t_fixed:.1f}s after recovery; "
+                f"served by {dict(by_group)}")
+    print(entry)
+    assert_musts(found)
+    assert opened, "circuit never opened"
+    assert not quiet, f"{len(quiet)} calls still reached the open deployment; call times - opened_at: {timeline}"
+    assert recovered, "circuit never closed after recovery"
+    assert served_again, "the recovered deployment got no traffic"
+    statuses = Counter(r.status for r in results)
+    assert set(statuses) == {200}, statuses   # fallbacks hid the whole outage from callers
+
+
+def _burst(proxy: ProxyProcess, n: int, tag: str) -> list[Result]:
+    results: list[Result] = []
+    with httpx.Client(base_url=proxy.url, timeout=30) as c:
+        threads = [threading.Thread(target=lambda: results.append(
+            Load([], [], tag=tag).one(c, proxy.name, Spec("sk-fault-ann", "eco")))) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    return results
+
+
+async def test_graceful_restart_right_after_200s_loses_no_rows(proxies, model_groups, fake, pg):
+    """PRODUCT: 'a restart of the proxy ... loses no ledger entry or usage row': SIGTERM right after
+    answering must still write every settle and usage row (the writer flushes on stop)."""
+    _, b = proxies
+    results = _burst(b, 4, "sigterm")
+    b.stop()
+    assert [r.status for r in results] == [200] * 4, [(r.status, r.error) for r in results]
+    found = await audit(pg, results, model_groups, timeout=15)
+    ALL_RESULTS.extend(results)
+    b.start()
+    assert_musts(found)
+
+
+@pytest.mark.xfail(strict=False, reason="GAP (credits): settle + usage row of a request answered just before a "
+                                         "kill -9 wait in the worker's memory (writer queue) and are lost; the call "
+                                         "is then free and has no usage row")
+async def test_kill_right_after_200s_loses_no_rows(proxies, model_groups, fake, pg):
+    """PRODUCT: 'Nothing lost: a restart of the proxy ... loses no ledger entry or usage row'. A crash
+    right after responses were sent loses what the writer had not flushed yet (<= writer_interval)."""
+    _, b = proxies
+    results = _burst(b, 4, "crash")
+    b.kill()   # within milliseconds of the last 200
+    assert [r.status for r in results] == [200] * 4, [(r.status, r.error) for r in results]
+    found = await audit(pg, results, model_groups, timeout=10)
+    KILL_WINDOW_LOST.extend({x.split()[1] for x in found.lost})
+    ALL_RESULTS.extend(results)
+    assert not found.lost, found.lost
+
+
+async def test_module_totals(proxies, model_groups, pg):
+    """Across every scenario: each account's balance == start - what its clients were served."""
+    drift = await account_drift(pg, ALL_RESULTS, model_groups)
+    assert drift and set(drift.values()) == {0}, drift
+    result = verify_cli(proxies[0])
+    assert result.returncode == 0, result.stdout + result.stderr
+    write_report(drift)
+    for entry in ROWS:
+        print(json.dumps(entry))
