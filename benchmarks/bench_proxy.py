@@ -72,7 +72,7 @@ def plugin_settings(chosen: set[str]) -> dict:
     settings: dict = {cap: {"enabled": cap in chosen} for cap in CAPABILITIES}
     if "health" in chosen:
         # probes would add upstream traffic the bare proxy does not get
-        settings["health"]["probe_interval_seconds"] = 3600
+        settings["health"]["probe_interval_s"] = 3600
     return settings
 
 

@@ -324,13 +324,17 @@ class Engine:
         return report
 
     async def _refresh(self, conn: Any, accounts: list[str]) -> int:
+        """Converge up to 500 cached accounts to Postgres in one query and one pipelined Redis round
+        trip (one call per account made a round take ~19 s at 100k cached accounts)."""
         rows = await conn.fetch("SELECT account, balance, version FROM credit_accounts WHERE account = ANY($1::text[])",
                                 accounts)
-        changed = 0
-        for r in rows:
-            if await self.cache.release(r["account"], "", r["balance"], r["version"]) == 2:
-                changed += 1
-        return changed
+        if not rows:
+            return 0
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            for r in rows:
+                await self.cache.release(r["account"], "", r["balance"], r["version"], pipe=pipe)
+            results = await pipe.execute()
+        return sum(1 for result in results if result == 2)
 
 
 def _is_proxy_rejection(exc: Exception) -> bool:

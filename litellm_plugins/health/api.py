@@ -167,8 +167,10 @@ async def force(model_id: str, request: Request, caller: Caller = Depends(admin_
     actor = caller.user_id or (f"key:…{caller.key_hash[-4:]}" if caller.key_hash else "admin")
     reason = reason.strip()
     forced = "" if state == "auto" else state
-    old, new = await svc.circuits.force(model_id, forced, reason, actor)
+    # Postgres first: it is the record the refresher restores Redis from (e.g. after a Redis flush),
+    # so it must never lag behind what Redis says.
     await store.record_audit(rt.pool, model_id, f"force_{state}" if forced else "auto", reason, actor)
+    old, new = await svc.circuits.force(model_id, forced, reason, actor)
     await svc.record_change(model_id, old, new, f"operator {actor}: {reason}")
     live = await svc.circuits.read([model_id])
     return {**svc.deployments[model_id].public(),

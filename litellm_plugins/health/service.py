@@ -56,6 +56,9 @@ def failure_reason(kwargs: dict[str, Any], status: int | None) -> str:
     return f"traffic: HTTP {status} ({name})" if status is not None else f"traffic: {name}"
 
 
+# How often each worker checks Redis's operator overrides against Postgres (one indexed query).
+OVERRIDE_CHECK_INTERVAL_S = 2.0
+
 class HealthService:
     def __init__(self, rt: Runtime,
                  source: Callable[[], list[catalog.Deployment]] = catalog.current) -> None:
@@ -69,6 +72,7 @@ class HealthService:
         # through LiteLLM's /model/new: their circuits must reach the view too. Bounded.
         self.observed: set[str] = set()
         self._pending: dict[str, list[Any]] = {}  # model_id -> [successes, latency sum, latency samples]
+        self._overrides_checked = 0.0
 
     # ---- outcomes --------------------------------------------------------------------------------
     def note_success(self, model_id: str, latency_ms: float | None) -> None:
@@ -144,11 +148,33 @@ class HealthService:
         view.publish(open_ids, forced_down)
         self.last_refresh_ok = time.monotonic()
 
+    async def restore_overrides(self) -> int:
+        """Operator overrides live in Redis for routing but are decided in Postgres (``health_audit``):
+        make Redis agree with the latest decision, so a Redis flush or restart cannot silently return a
+        forced-down deployment to traffic. Returns how many overrides were re-applied."""
+        overrides = await store.current_overrides(self.rt.pool)
+        if not overrides:
+            return 0
+        ids = list(overrides)
+        live = await self.circuits.read(ids)
+        restored = 0
+        for model_id in ids:
+            forced, reason, actor = overrides[model_id]
+            if (live.get(model_id) or {}).get("forced", "") != forced:
+                await self.circuits.force(model_id, forced, reason, actor)
+                restored += 1
+        if restored:
+            log.warning("health: restored %d operator override(s) from Postgres into Redis", restored)
+        return restored
+
     async def refresh_forever(self) -> None:
         while True:
             try:
                 self.reload_catalog()
                 await self.flush()
+                if time.monotonic() - self._overrides_checked >= OVERRIDE_CHECK_INTERVAL_S:
+                    self._overrides_checked = time.monotonic()
+                    await self.restore_overrides()
                 await self.refresh_once()
             except Exception as exc:  # noqa: BLE001 - keep routing on the last known state...
                 if time.monotonic() - self.last_refresh_ok > self.settings.stale_after_s and \

@@ -88,6 +88,15 @@ async def record_audit(pool: asyncpg.Pool, model_id: str, action: str, reason: s
                        model_id, action, reason, actor)
 
 
+async def current_overrides(pool: asyncpg.Pool) -> dict[str, tuple[str, str, str]]:
+    """Each deployment's latest operator decision: model_id -> (forced "down"|"up"|"", reason, actor)."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (model_id) model_id, action, reason, actor FROM health_audit "
+        "WHERE action IN ('force_down', 'force_up', 'auto') ORDER BY model_id, at DESC, id DESC")
+    return {r["model_id"]: (r["action"].removeprefix("force_") if r["action"] != "auto" else "",
+                            r["reason"], r["actor"]) for r in rows}
+
+
 async def audit_log(pool: asyncpg.Pool, model_id: str | None, limit: int) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT model_id, action, reason, actor, at FROM health_audit "
