@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.fake_provider import FakeProviderServer
 from tests.support.proxy import KeyFile, ProxyProcess, test_config
+from tests.support.private_services import private_postgres, private_redis
 from tests.support.services import REDIS_URL, redis_prefix, throwaway_database
 
 
@@ -106,3 +107,17 @@ def start_proxy(fake_server: FakeProviderServer, module_database: str, module_re
     yield start
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A private Postgres cluster for this module: tests may stop and restart it."""
+    with private_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rds():
+    """A private Redis for this module: tests may FLUSHALL, stop and restart it."""
+    with private_redis() as server:
+        yield server

@@ -14,23 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.private_services import private_postgres, private_redis
 from tests.test_credits_e2e import CREDITS, OTHERS_OFF, expected_units, verify_cli
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "outage test message"}], "max_tokens": 6}
 START = 1000 * 1_000_000
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with private_postgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rds():
-    with private_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ import yaml
 
 from tests.support.fake_provider import FakeProvider
 from tests.support.load import Load, Result, Spec
-from tests.support.private_services import PrivatePostgres, private_postgres, private_redis
+from tests.support.private_services import PrivatePostgres
 from tests.support.proxy import PROXY_CONFIG, ProxyProcess
 
 
@@ -127,18 +127,6 @@ KILL_WINDOW_LOST: list[str] = []   # one per scenario; printed at the end, writt
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def pg():
-    with private_postgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rds():
-    with private_redis() as server:
-        yield server
-
 
 @pytest.fixture(scope="module")
 def fault_plugins(tmp_path_factory) -> dict[str, Any]:
