@@ -100,7 +100,7 @@ def _start(start_proxy, probe_file: Path, name: str, enc_keys: str, workers: int
 def proxies(start_proxy, probe_file, keys) -> tuple[ProxyProcess, ProxyProcess]:  # noqa: ANN001
     # Routing, credits and health are on in proxy_config.yaml: the enterprise tier may name any model.
     meta = {"tier": "enterprise"}
-    for user in ("alice", "bob", "carol", "dave", "erin"):
+    for user in ("alice", "bob", "carol", "dave", "erin", "frank"):
         keys.add(f"sk-{user}", user_id=user, metadata=meta)
     keys.add("sk-team-key", team_id="team-red", metadata=meta)  # no user id: the team owns its keys
     # A: the instance as first deployed (one encryption key). B: already rolled to [new, old], and
@@ -435,6 +435,42 @@ def test_streaming_with_a_user_key(proxies, fake) -> None:  # noqa: ANN001
     alice_secret = next(s for s in SECRETS if s.startswith("sk-alice-together"))
     assert [c.authorization for c in calls_tagged(fake, "alice-stream")] == [f"Bearer {alice_secret}"]
     time.sleep(1.0)  # let the stream's success logging run before the secrecy scan
+
+
+def test_user_key_failing_on_a_fallback_hop_does_not_cool_down_the_platform_deployment(proxies, fake) -> None:  # noqa: ANN001
+    """`balanced` = gpt-4o-mini, then openrouter-llama-3.1-70b, ... Frank's own keys for both
+    providers are refused: his primary attempt fails, and so does the *fallback hop*, which LiteLLM's
+    fallback path would cool down for everyone (> allowed_fails=3 failures in a minute)."""
+    a, _ = proxies
+    # Control: the same walk where the hop fails with the *platform* key does cool the hop's
+    # deployment down, so the assertion below can fail.
+    fake.provider.fail(401, models={"claude-sonnet-4-20250514", "gpt-4o"})
+    for n in range(4):  # 4 > allowed_fails; < health's failure_threshold (5), so only LiteLLM reacts
+        chat(a, "sk-frank", "precision", f"frank-control-{n}")  # claude-sonnet-4 -> gpt-4o -> gpt-4.1
+    fake.provider.clear_failures()
+    assert [c.model for c in calls_tagged(fake, "frank-control-0")][:2] == ["claude-sonnet-4-20250514", "gpt-4o"]
+    control = chat(a, "sk-bob", "gpt-4o", "bob-control-after")
+    control_cooled = control.status_code != 200 or not calls_tagged(fake, "bob-control-after")
+
+    # Every provider of the chain refuses Frank's key, so each hop fails *with its nested fallbacks*
+    # and LiteLLM's fallback loop calls fallback_event_handlers._trigger_cooldown_for_failed_deployment
+    # on the hop's deployment -- a path that never asks the attempt's own cooldown_time.
+    for provider in ("openai", "openrouter", "deepinfra", "fireworks_ai", "groq"):
+        refused = new_secret(f"frank-{provider}")
+        r = put_key(a, "sk-frank", provider, refused, policy="only", validate=False)
+        assert r.status_code == 200, r.text
+        fake.provider.rejected_keys.add(refused)
+    for n in range(5):
+        assert chat(a, "sk-frank", "balanced", f"frank-hop-{n}").status_code == 401
+    hops = [c for n in range(5) for c in calls_tagged(fake, f"frank-hop-{n}")]
+    assert {c.model for c in hops} >= {"gpt-4o-mini", "meta-llama/llama-3.1-70b-instruct"}, \
+        [c.model for c in hops]
+    assert not [c for c in hops if "sk-platform" in c.authorization]  # `only`: never a platform key
+    for group, platform in ((OPENROUTER, PLATFORM_OPENROUTER), ("deepinfra-llama-3.3-70b", PLATFORM_DEEPINFRA)):
+        after = chat(a, "sk-bob", group, f"bob-after-hop-storm-{group}")
+        assert after.status_code == 200, (group, after.text)
+        assert [c.authorization for c in calls_tagged(fake, f"bob-after-hop-storm-{group}")] == [platform]
+    assert control_cooled, "control: platform-key failures on a fallback hop should cool the deployment down"
 
 
 # ---- encryption-key rotation (last: it changes what proxy A can decrypt) ---------------------------

@@ -15,8 +15,10 @@ Flow of one request:
      the platform key is not reused); ``byok_used`` says what this attempt does. On the marked
      fallback attempt of a ``prefer`` key the platform key is used (``byok_used`` False: charged).
   3. Failure of a BYOK attempt: the deployment is excluded from LiteLLM's cooldown for that failure
-     (a user's bad key says nothing about the shared deployment), the secret is scrubbed from the
-     logging payload, and under ``only`` a 401/403 becomes a clear error naming the policy.
+     (a user's bad key says nothing about the shared deployment) on both of LiteLLM's cooldown
+     paths -- the attempt's failure callback and the fallback loop (see ``_UserKeyFailures``) --,
+     the secret is scrubbed from the logging payload, and under ``only`` a 401/403 becomes a clear
+     error naming the policy.
   4. Success: the secret is scrubbed from LiteLLM's logging payload before logging integrations see it.
 """
 
@@ -26,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
@@ -309,6 +312,55 @@ def _no_cooldown(logging_obj: Any) -> None:
         params["model_info"] = {**(info if isinstance(info, dict) else {}), "cooldown_time": 0}
 
 
+# Deployment ids that failed with the caller's own key during the current request. Set (to a fresh,
+# mutable set) by the request's pre-call hook, so tasks LiteLLM spawns for the request share it.
+_user_key_failures: ContextVar[set[str] | None] = ContextVar("litellm_plugins_byok_failures", default=None)
+
+
+class _UserKeyFailures(list):  # noqa: FURB189 - must stay a list: LiteLLM appends to it
+    """``Router.provider_default_deployment_ids`` that also "contains" this request's user-key failures.
+
+    When a fallback hop fails, LiteLLM's fallback loop cools the hop's deployment down through
+    ``fallback_event_handlers._trigger_cooldown_for_failed_deployment``, which reads the cooldown
+    time from the shared deployment, never from the attempt (so ``_no_cooldown`` cannot reach it).
+    The one per-request question that path asks is ``_should_run_cooldown_logic``'s
+    ``deployment in router.provider_default_deployment_ids`` ("never cool this one down"): answering
+    yes for a deployment that just failed *with this caller's key* keeps a user's bad key from
+    cooling down the deployment everyone else shares. Other requests (other contexts) see the
+    router's own list unchanged.
+    """
+
+    def __contains__(self, item: object) -> bool:
+        if list.__contains__(self, item):
+            return True
+        failed = _user_key_failures.get()
+        return failed is not None and item in failed
+
+
+def _guard_router_cooldowns() -> None:
+    """Install ``_UserKeyFailures`` on the proxy's router (again after a config reload rebuilt it)."""
+    try:
+        from litellm.proxy import proxy_server
+    except Exception:  # noqa: BLE001 - no proxy (unit tests, benchmarks)
+        return
+    router = getattr(proxy_server, "llm_router", None)
+    ids = getattr(router, "provider_default_deployment_ids", None)
+    if isinstance(ids, list) and not isinstance(ids, _UserKeyFailures):
+        router.provider_default_deployment_ids = _UserKeyFailures(ids)
+
+
+def _note_user_key_failure(request_data: Mapping[str, Any]) -> None:
+    info = request_data.get("model_info")
+    deployment_id = info.get("id") if isinstance(info, Mapping) else None
+    if not isinstance(deployment_id, str) or not deployment_id:
+        return
+    failed = _user_key_failures.get()
+    if failed is None:
+        failed = set()
+        _user_key_failures.set(failed)
+    failed.add(deployment_id)
+
+
 class ByokHook(CustomLogger):
     """Hook methods must be defined on this class itself: LiteLLM skips inherited overrides."""
 
@@ -337,6 +389,8 @@ class ByokHook(CustomLogger):
         ctx["byok_provider"] = key.provider
         ctx["byok_policy"] = key.policy
         ctx["byok_used"] = False
+        _user_key_failures.set(set())
+        _guard_router_cooldowns()
         if key.policy == "prefer" and str(call_type) in FALLBACK_CALL_TYPES:
             _add_platform_fallback(data, group)
         return data
@@ -413,6 +467,7 @@ class ByokHook(CustomLogger):
         if ctx.get("byok_used"):
             logging_obj = request_data.get("litellm_logging_obj")
             _no_cooldown(logging_obj)
+            _note_user_key_failure(request_data)
             _scrub_logging(logging_obj, _str(request_data.get("api_key")))
             ctx["byok_failed_status"] = getattr(exception, "status_code", None)
 
