@@ -3,6 +3,9 @@
 Per account ``<prefix>credits:acct:<account>`` (hash: ``balance``, ``held``, ``version``) and
 ``<prefix>credits:holds:<account>`` (hash: hold id -> ``"<amount>:<unix ts>"``). Each operation is
 one script, so check-and-hold is atomic across every worker and proxy instance sharing this Redis.
+``<prefix>credits:journal`` (hash: ``<op>:<hold id>`` -> JSON) holds each settle / void / usage
+record from the moment LiteLLM reports the call until the writer has it in Postgres: a worker that
+dies in between (kill -9) leaves its records there, and the reconciler writes them.
 
 Redis is a cache of Postgres, never the book of record: a missing account is rebuilt from Postgres
 (balance + pending holds) by a load-if-absent script; a balance is only ever overwritten by a newer
@@ -74,6 +77,26 @@ return 1
 """
 
 
+JOURNAL = """
+if ARGV[1] ~= '' then
+  local e = redis.call('HGET', KEYS[2], ARGV[2])
+  if e then
+    local old = tonumber(string.match(e, '^(%-?%d+)'))
+    local exists = redis.call('EXISTS', KEYS[1]) == 1
+    if ARGV[1] == 'void' then
+      redis.call('HDEL', KEYS[2], ARGV[2])
+      if exists then redis.call('HINCRBY', KEYS[1], 'held', -old) end
+    else
+      redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. (string.match(e, ':(%d+)$') or ARGV[4]))
+      if exists then redis.call('HINCRBY', KEYS[1], 'held', tonumber(ARGV[3]) - old) end
+    end
+  end
+end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
 class CreditCache:
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
@@ -82,12 +105,16 @@ class CreditCache:
         self._load = redis.register_script(LOAD)
         self._release = redis.register_script(RELEASE)
         self._adjust = redis.register_script(ADJUST)
+        self._journal = redis.register_script(JOURNAL)
 
     def acct_key(self, account: str) -> str:
         return f"{self.prefix}credits:acct:{account}"
 
     def holds_key(self, account: str) -> str:
         return f"{self.prefix}credits:holds:{account}"
+
+    def journal_key(self) -> str:
+        return f"{self.prefix}credits:journal"
 
     def lease_key(self, name: str) -> str:
         return f"{self.prefix}credits:lease:{name}"
@@ -122,6 +149,15 @@ class CreditCache:
     async def adjust(self, account: str, hold_id: str, amount: int) -> None:
         await self._adjust(keys=[self.acct_key(account), self.holds_key(account)],
                            args=[hold_id, amount, int(time.time())])
+
+    async def journal(self, account: str, hold_id: str, mode: str, amount: int,
+                      entries: Iterable[tuple[str, str]]) -> None:
+        """Write records to the shared journal and, in the same script, shrink an open hold to its
+        real charge (``mode="settle"``) or drop it (``"void"``) so the balance is right before Postgres is."""
+        args: list[object] = [mode, hold_id, amount, int(time.time())]
+        for field, value in entries:
+            args += [field, value]
+        await self._journal(keys=[self.acct_key(account), self.holds_key(account), self.journal_key()], args=args)
 
     async def snapshot(self, account: str) -> tuple[int, int, int] | None:
         values = await self.redis.hmget(self.acct_key(account), "balance", "held", "version")

@@ -8,6 +8,7 @@ writer, so nothing here runs Postgres on the request path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from litellm_plugins.credits.engine import Engine
 log = logging.getLogger("litellm_plugins.credits")
 
 _engine: Engine | None = None
+_background: set[asyncio.Task[None]] = set()  # strong references until each task is done
 
 
 def engine() -> Engine | None:
@@ -56,14 +58,19 @@ class CreditsHook(CustomLogger):
         eng = engine()
         if eng is None:
             return None
-        return eng.response_headers(data, response)
+        return await eng.response_headers(data, response)
 
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         eng = engine()
         if eng is None:
             return
         try:
-            eng.on_success(kwargs)
+            records = eng.success_records(kwargs)
+            if eng.already_journaled(kwargs):  # the settle was journalled as the response left
+                for record in records:
+                    eng.writer.put(record)
+            else:
+                await eng.writer.submit(records)
         except Exception:  # noqa: BLE001 - a logging callback must never break the proxy
             log.exception("credits: settle failed to queue")
 
@@ -72,7 +79,7 @@ class CreditsHook(CustomLogger):
         if eng is None:
             return
         try:
-            eng.on_attempt_failure(kwargs)
+            await eng.writer.submit(eng.attempt_failure_records(kwargs))
         except Exception:  # noqa: BLE001
             log.exception("credits: failure record failed to queue")
 
@@ -82,7 +89,11 @@ class CreditsHook(CustomLogger):
         if eng is None:
             return None
         try:
-            eng.on_request_failure(request_data, original_exception, user_api_key_dict)
+            # This hook runs before the error response is sent: journal in the background.
+            task = asyncio.create_task(eng.writer.submit(
+                eng.request_failure_records(request_data, original_exception, user_api_key_dict)))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         except Exception:  # noqa: BLE001
             log.exception("credits: void failed to queue")
         return None

@@ -9,11 +9,18 @@ updates Redis with the versions Postgres returned.
 When Postgres is unreachable the batch goes to the disk spool (fsync'd) and Redis keeps the money
 right meanwhile: a spooled settle shrinks its hold to the real charge, a spooled void releases it.
 The spool is replayed when Postgres answers again (probed every interval) and at startup.
+
+Between LiteLLM's callback and the flush, a settle / void / usage record lives in this worker's
+memory *and* in the shared Redis journal (``submit``): the copy in memory survives a Redis flush,
+the journal survives a kill -9 of the worker, and ``recover_journal`` (run by the reconciler of
+any instance) writes what a dead worker left there. Every record is idempotent, so a record that
+reaches Postgres twice this way changes nothing the second time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict
@@ -28,6 +35,10 @@ from litellm_plugins.credits.spool import Spool
 from litellm_plugins.usage import store as usage_store
 
 log = logging.getLogger("litellm_plugins.credits.writer")
+
+
+def _journal_field(rec: dict[str, Any]) -> str:
+    return f"{rec['op']}:{rec['row']['id'] if rec['op'] == 'usage' else rec['id']}"
 
 
 def _hold(rec: dict[str, Any]) -> store.HoldOp:
@@ -61,6 +72,35 @@ class Writer:
         self.queue.append(record)
         if len(self.queue) >= self.batch_size:
             self._event.set()
+
+    async def submit(self, records: list[dict[str, Any]]) -> None:
+        """Journal ``records`` in Redis (one script call), then queue them for Postgres.
+
+        Journalled first, so the flush that deletes the journal entries cannot run before they exist.
+        Without Redis the records are still queued (the journal is a second copy, not the only one).
+        """
+        if records:
+            await self.journal(records)
+            for record in records:
+                self.put(record)
+
+    async def journal(self, records: list[dict[str, Any]]) -> bool:
+        """One script call: the records into the shared journal, the hold shrunk / dropped to match."""
+        money = next((r for r in records if r["op"] in ("settle", "void")), None)
+        row = next((r["row"] for r in records if r["op"] == "usage"), None)
+        account = (money or {}).get("account") or (row or {}).get("account")
+        if account:
+            now = time.time()
+            entries = [(_journal_field(r), json.dumps({"jt": now, "rec": r}, separators=(",", ":"), default=str))
+                       for r in records]
+            try:
+                await self.cache.journal(account, money["id"] if money else "", money["op"] if money else "",
+                                         int(money.get("charge", 0)) if money else 0, entries)
+                return True
+            except (RedisError, OSError) as exc:
+                log.warning("credits: Redis journal unavailable (%s); records kept in memory only",
+                            type(exc).__name__)
+        return False
 
     def unflushed_holds(self, account: str) -> list[tuple[str, int, int]]:
         return [(hid, amt, ts) for hid, (amt, ts) in self.unflushed.get(account, {}).items()]
@@ -141,6 +181,7 @@ class Writer:
                     await self.cache.adjust(rec["account"], rec["id"], int(rec["charge"]))
                 elif rec["op"] == "void":
                     await self.cache.release(rec["account"], rec["id"])
+            await self._unjournal(batch)  # on disk now, durable across restarts
         except (RedisError, OSError):
             log.warning("Redis unavailable while spooling; the reconciler will correct it")
 
@@ -158,14 +199,51 @@ class Writer:
                 pending.pop(hold.id, None)
                 if not pending:
                     self.unflushed.pop(hold.account, None)
-        if releases:
+        fields = [_journal_field(r) for r in batch if r["op"] != "hold"]
+        if releases or fields:
             try:
                 async with self.cache.redis.pipeline(transaction=False) as pipe:
                     for account, hold_id, bal, ver in releases:
                         await self.cache.release(account, hold_id, bal, ver, pipe=pipe)
+                    if fields:
+                        pipe.hdel(self.cache.journal_key(), *fields)
                     await pipe.execute()
             except (RedisError, OSError):
                 log.warning("Redis unavailable after settling; the reconciler will correct it")
+
+    async def _unjournal(self, batch: list[dict[str, Any]]) -> None:
+        fields = [_journal_field(r) for r in batch if r["op"] != "hold"]
+        if fields:
+            await self.cache.redis.hdel(self.cache.journal_key(), *fields)
+
+    async def recover_journal(self, grace_seconds: float) -> int:
+        """Write journal records older than ``grace_seconds`` (their worker died before its flush).
+
+        A live worker deletes its entries within one flush, so anything older is an orphan; if it
+        is not (a slow flush), writing it here as well is harmless: every record is idempotent.
+        """
+        key = self.cache.journal_key()
+        cutoff = time.time() - grace_seconds
+        fields: list[bytes] = []
+        records: list[dict[str, Any]] = []
+        async for field, value in self.cache.redis.hscan_iter(key, count=500):
+            try:
+                entry = json.loads(value)
+                if float(entry["jt"]) > cutoff:
+                    continue
+                records.append(entry["rec"])
+            except (ValueError, KeyError, TypeError):
+                log.error("credits journal: dropping an unreadable entry %r", field[:80])
+            fields.append(field)
+        recovered = 0
+        for i in range(0, len(records), self.batch_size):
+            chunk = records[i:i + self.batch_size]
+            await self._apply(chunk)  # Postgres down: raises, the entries stay for the next round
+            recovered += len(chunk)
+        if fields:
+            await self.cache.redis.hdel(key, *fields)
+        self.stats["recovered"] = self.stats.get("recovered", 0) + recovered
+        return recovered
 
     async def stop(self) -> None:
         """Shutdown: whatever is queued reaches Postgres or the spool before the worker exits."""
