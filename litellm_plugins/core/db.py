@@ -6,9 +6,14 @@ drops unknown tables in ``public`` (shared/LITELLM_NOTES.md, "Database").
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 
 SCHEMA = "litellm_plugins"
+# search_path pins our schema so SQL never lands in LiteLLM's `public` by accident.
+SERVER_SETTINGS = {"search_path": SCHEMA, "application_name": "litellm-plugins"}
 
 
 class DatabaseUnavailable(Exception):
@@ -32,12 +37,24 @@ async def connect(dsn: str, timeout: float = 5.0) -> asyncpg.Connection:
         raise DatabaseUnavailable(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from None
 
 
+@contextlib.asynccontextmanager
+async def schema_connection(dsn: str, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+    """One connection with our schema on its search_path, closed on exit (CLI commands)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout, server_settings=SERVER_SETTINGS)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from None
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, timeout=5.0, command_timeout=30.0,
-            # search_path pins our schema so SQL never lands in LiteLLM's `public` by accident.
-            server_settings={"search_path": SCHEMA, "application_name": "litellm-plugins"},
+            server_settings=SERVER_SETTINGS,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from None

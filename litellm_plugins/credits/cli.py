@@ -9,7 +9,7 @@ import argparse
 import json
 
 from litellm_plugins.cli import CliError, settings_from
-from litellm_plugins.core.db import connect, create_pool
+from litellm_plugins.core.db import create_pool, schema_connection
 from litellm_plugins.credits import service, store
 from litellm_plugins.credits.money import fmt
 
@@ -46,12 +46,8 @@ async def _grant(args: argparse.Namespace) -> int:
 
 async def _balance(args: argparse.Namespace) -> int:
     settings, _ = settings_from(args)
-    conn = await connect(settings.database_url)
-    try:
-        await conn.execute("SET search_path = litellm_plugins")
+    async with schema_connection(settings.database_url) as conn:
         row = await store.balance(conn, args.account)
-    finally:
-        await conn.close()
     if row is None:
         raise CliError(f"unknown account {args.account!r}")
     print(json.dumps({"account": args.account, "balance": fmt(row["balance"]), "held": fmt(row["held"]),
@@ -61,12 +57,8 @@ async def _balance(args: argparse.Namespace) -> int:
 
 async def _ledger(args: argparse.Namespace) -> int:
     settings, _ = settings_from(args)
-    conn = await connect(settings.database_url)
-    try:
-        await conn.execute("SET search_path = litellm_plugins")
+    async with schema_connection(settings.database_url) as conn:
         rows = await store.ledger(conn, args.account, args.limit, None)
-    finally:
-        await conn.close()
     for row in rows:
         print(json.dumps(service.ledger_entry(row)))
     return 0
@@ -74,13 +66,9 @@ async def _ledger(args: argparse.Namespace) -> int:
 
 async def _verify(args: argparse.Namespace) -> int:
     settings, _ = settings_from(args)
-    conn = await connect(settings.database_url)
-    try:
-        await conn.execute("SET search_path = litellm_plugins")
+    async with schema_connection(settings.database_url) as conn:
         problems = await store.verify(conn)
         accounts = await conn.fetchval("SELECT count(*) FROM credit_accounts")
-    finally:
-        await conn.close()
     for line in problems:
         print(f"MISMATCH {line}")
     print(f"checked {accounts} account(s): {'OK' if not problems else f'{len(problems)} difference(s)'}")

@@ -182,10 +182,8 @@ class Engine:
                "prompt_tokens": getattr(usage, "prompt_tokens", 0), "stream": False,
                "completion_tokens": getattr(usage, "completion_tokens", 0)}
         call_id = data.get("litellm_call_id") or hold["id"]
-        records = [{"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
-                    "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge},
+        records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
-
         if await self.writer.journal(records):
             hold["journaled"] = True
 
@@ -238,12 +236,17 @@ class Engine:
 
     def on_success(self, kwargs: dict[str, Any]) -> None:
         """Queue the records of a success without journalling them (unit tests and benchmarks)."""
-        for record in self.success_records(kwargs):
-            self.writer.put(record)
+        self.writer.put_all(self.success_records(kwargs))
 
-    def already_journaled(self, kwargs: dict[str, Any]) -> bool:
+    async def record_success(self, kwargs: dict[str, Any]) -> None:
+        """LiteLLM's success callback: journal + queue, or only queue when ``_journal_early`` already
+        journalled this settle as the response left."""
+        records = self.success_records(kwargs)
         hold = context.from_logging(kwargs).get("hold")
-        return isinstance(hold, dict) and bool(hold.get("journaled"))
+        if isinstance(hold, dict) and hold.get("journaled"):
+            self.writer.put_all(records)
+        else:
+            await self.writer.submit(records)
 
     def success_records(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         ctx, slo, hold, call_id = self._facts(kwargs)
@@ -256,9 +259,7 @@ class Engine:
             charge = 0
         else:
             charge = charge_units(to_decimal(cost or 0), self.settings.credits_per_usd, Decimal(hold["markup"]))
-        return [{"op": "settle", "id": hold["id"], "call_id": call_id or hold["id"],
-                 "account": hold["account"], "amount": hold.get("amount", 0),
-                 "ts": hold.get("t0") or time.time(), "charge": charge},
+        return [_settle_record(hold, call_id or hold["id"], charge),
                 {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, kwargs)}]
 
     def attempt_failure_records(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -272,8 +273,7 @@ class Engine:
         return [{"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "failure", 0, err, kwargs)}]
 
     def on_request_failure(self, data: dict[str, Any], exc: Exception, auth: Any) -> None:
-        for record in self.request_failure_records(data, exc, auth):
-            self.writer.put(record)
+        self.writer.put_all(self.request_failure_records(data, exc, auth))
 
     def request_failure_records(self, data: dict[str, Any], exc: Exception, auth: Any) -> list[dict[str, Any]]:
         """The whole request failed (provider after retries, or a pre-call rejection): void + usage row."""
@@ -393,6 +393,11 @@ class Engine:
                 await self.cache.release(r["account"], "", r["balance"], r["version"], pipe=pipe)
             results = await pipe.execute()
         return sum(1 for result in results if result == 2)
+
+
+def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:
+    return {"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
+            "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge}
 
 
 def _is_proxy_rejection(exc: Exception) -> bool:

@@ -65,12 +65,7 @@ class CreditsHook(CustomLogger):
         if eng is None:
             return
         try:
-            records = eng.success_records(kwargs)
-            if eng.already_journaled(kwargs):  # the settle was journalled as the response left
-                for record in records:
-                    eng.writer.put(record)
-            else:
-                await eng.writer.submit(records)
+            await eng.record_success(kwargs)
         except Exception:  # noqa: BLE001 - a logging callback must never break the proxy
             log.exception("credits: settle failed to queue")
 

@@ -73,6 +73,10 @@ class Writer:
         if len(self.queue) >= self.batch_size:
             self._event.set()
 
+    def put_all(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.put(record)
+
     async def submit(self, records: list[dict[str, Any]]) -> None:
         """Journal ``records`` in Redis (one script call), then queue them for Postgres.
 
@@ -81,8 +85,7 @@ class Writer:
         """
         if records:
             await self.journal(records)
-            for record in records:
-                self.put(record)
+            self.put_all(records)
 
     async def journal(self, records: list[dict[str, Any]]) -> bool:
         """One script call: the records into the shared journal, the hold shrunk / dropped to match."""
