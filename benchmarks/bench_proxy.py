@@ -65,7 +65,10 @@ def run_wrk(url: str, body: dict, clients: int, duration: int, workdir: Path) ->
     cmd = ["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{int(duration)}s", "--latency",
            "--timeout", "30s", "-s", str(script), url + "/v1/chat/completions"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    try:
+        return parse_wrk(out)
+    except (KeyError, AttributeError):
+        raise RuntimeError(f"unreadable wrk output:\n{out}") from None
 
 
 def plugin_settings(chosen: set[str]) -> dict:

@@ -8,7 +8,8 @@ Measures, in this process (one client, loopback):
                  (account, tier, worst case, one Redis Lua call, queue the Postgres row)
   * settle-q   — ``async_log_success_event`` work (background; queue settle + usage row)
   * flush      — the writer's Postgres + Redis work per request, amortised over batches
-                 (hold rows, settle transaction, usage row, Redis release)
+                 (hold rows, settle transaction, usage row, Redis release); then the CPU one
+                 flush costs this process at batch sizes 1, 10 and 50
 Needs the dev services (scripts/dev-env.sh starts them) or TEST_POSTGRES_ADMIN_DSN / TEST_REDIS_URL.
 """
 
@@ -45,6 +46,16 @@ def per_op(samples: list[float]) -> str:
     s = sorted(samples)
     return (f"p50 {statistics.median(s) * 1e6:8.1f} us   p90 {s[int(len(s) * 0.9)] * 1e6:8.1f} us   "
             f"mean {statistics.fmean(s) * 1e6:8.1f} us")
+
+
+def success_kwargs(req: dict) -> dict:
+    """What LiteLLM hands ``async_log_success_event`` (the parts credits reads)."""
+    return {"litellm_call_id": req["litellm_call_id"], "response_cost": 0.0000123,
+            "litellm_params": {"metadata": req["metadata"]},
+            "standard_logging_object": {"response_cost": 0.0000123, "prompt_tokens": 40,
+                                        "completion_tokens": 30, "model_group": "gpt-4o-mini",
+                                        "startTime": time.time(), "endTime": time.time(),
+                                        "metadata": {"user_api_key_user_id": "bench"}}}
 
 
 async def main(n: int) -> None:
@@ -92,12 +103,7 @@ async def main(n: int) -> None:
                 holds.append(time.perf_counter() - t0)
                 requests.append(req)
             for i, req in enumerate(requests):
-                kwargs = {"litellm_call_id": req["litellm_call_id"], "response_cost": 0.0000123,
-                          "litellm_params": {"metadata": req["metadata"]},
-                          "standard_logging_object": {"response_cost": 0.0000123, "prompt_tokens": 40,
-                                                      "completion_tokens": 30, "model_group": "gpt-4o-mini",
-                                                      "startTime": time.time(), "endTime": time.time(),
-                                                      "metadata": {"user_api_key_user_id": "bench"}}}
+                kwargs = success_kwargs(req)
                 t0 = time.perf_counter()
                 eng.on_success(kwargs)
                 queues.append(time.perf_counter() - t0)
@@ -111,6 +117,22 @@ async def main(n: int) -> None:
             async with pool.acquire() as c:
                 settled = await c.fetchval("SELECT count(*) FROM credit_ledger WHERE kind = 'settle'")
             assert settled == n, settled
+            # What one flush costs the proxy's event loop at the batch sizes a worker sees (one client
+            # at ~60 req/s and a 0.2 s interval: ~12 requests per batch), in CPU of this process.
+            for size in (1, 10, 50):
+                cpu = wall = 0.0
+                rounds = max(5, 300 // size)
+                for r in range(rounds):
+                    for i in range(size):
+                        req = {**data, "metadata": {}, "litellm_call_id": f"b{size}-{r}-{i}"}
+                        await eng.pre_call(auth, req, "acompletion")
+                        eng.on_success(success_kwargs(req))
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    await eng.writer.flush()
+                    cpu += time.process_time() - c0
+                    wall += time.perf_counter() - w0
+                print(f"flush of {size:3d} requests   CPU {cpu / rounds / size * 1e6:8.1f} us/request   "
+                      f"wall {wall / rounds * 1e3:6.2f} ms/flush   ({rounds} flushes)")
         finally:
             runtime.install(None)
             keys = [k async for k in redis.scan_iter(match=prefix + "*")]

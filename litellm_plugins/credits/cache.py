@@ -47,20 +47,37 @@ redis.call('HSET', KEYS[1], 'balance', ARGV[1], 'held', held, 'version', ARGV[2]
 return 1
 """
 
-RELEASE = """
-local e = redis.call('HGET', KEYS[2], ARGV[1])
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if e then
-  local amt = tonumber(string.match(e, '^(%-?%d+)'))
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  if exists then redis.call('HINCRBY', KEYS[1], 'held', -amt) end
-end
-if ARGV[2] ~= '' and exists then
-  local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-  if tonumber(ARGV[3]) > v then
-    redis.call('HSET', KEYS[1], 'balance', ARGV[2], 'version', ARGV[3])
-    return 2
+_RELEASE_FN = """
+local function release(acct, holds, id, bal, ver)
+  local e = redis.call('HGET', holds, id)
+  local exists = redis.call('EXISTS', acct) == 1
+  if e then
+    local amt = tonumber(string.match(e, '^(%-?%d+)'))
+    redis.call('HDEL', holds, id)
+    if exists then redis.call('HINCRBY', acct, 'held', -amt) end
   end
+  if bal ~= '' and exists then
+    local v = tonumber(redis.call('HGET', acct, 'version') or '-1')
+    if tonumber(ver) > v then
+      redis.call('HSET', acct, 'balance', bal, 'version', ver)
+      return 2
+    end
+  end
+  return 1
+end
+"""
+
+RELEASE = _RELEASE_FN + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
+
+# A writer batch in one call: delete its journal fields (KEYS[1]; ARGV[1] = how many, then the
+# fields), then release each hold: KEYS[2k], KEYS[2k+1] = account and holds keys, three ARGV each.
+RELEASE_BATCH = _RELEASE_FN + """
+local nf = tonumber(ARGV[1])
+for i = 2, nf + 1 do redis.call('HDEL', KEYS[1], ARGV[i]) end
+local k = 2
+for i = nf + 2, #ARGV, 3 do
+  release(KEYS[k], KEYS[k + 1], ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  k = k + 2
 end
 return 1
 """
@@ -104,6 +121,7 @@ class CreditCache:
         self._hold = redis.register_script(HOLD)
         self._load = redis.register_script(LOAD)
         self._release = redis.register_script(RELEASE)
+        self._release_batch = redis.register_script(RELEASE_BATCH)
         self._adjust = redis.register_script(ADJUST)
         self._journal = redis.register_script(JOURNAL)
 
@@ -145,6 +163,18 @@ class CreditCache:
         args = [hold_id, "" if balance is None else balance, "" if version is None else version]
         return await self._release(keys=[self.acct_key(account), self.holds_key(account)], args=args,
                                    client=pipe)
+
+    async def release_batch(self, releases: Iterable[tuple[str, str, int | None, int | None]],
+                            journal_fields: list[str]) -> None:
+        """After a writer batch reached Postgres: its journal entries and holds go, the new balances
+        come in — one script call per batch (a pipeline of one call per hold cost a round trip more,
+        for SCRIPT EXISTS, and ~30 us of client work per hold)."""
+        keys: list[str] = [self.journal_key()]
+        args: list[object] = [len(journal_fields), *journal_fields]
+        for account, hold_id, balance, version in releases:
+            keys += [self.acct_key(account), self.holds_key(account)]
+            args += [hold_id, "" if balance is None else balance, "" if version is None else version]
+        await self._release_batch(keys=keys, args=args)
 
     async def adjust(self, account: str, hold_id: str, amount: int) -> None:
         await self._adjust(keys=[self.acct_key(account), self.holds_key(account)],

@@ -185,7 +185,7 @@ class Engine:
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
         if await self.writer.journal(records):
-            hold["journaled"] = True
+            hold["journaled"] = records
 
     # ---- after the call (background) -------------------------------------------------------------
     def _facts(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
@@ -239,14 +239,15 @@ class Engine:
         self.writer.put_all(self.success_records(kwargs))
 
     async def record_success(self, kwargs: dict[str, Any]) -> None:
-        """LiteLLM's success callback: journal + queue, or only queue when ``_journal_early`` already
-        journalled this settle as the response left."""
-        records = self.success_records(kwargs)
+        """LiteLLM's success callback: journal + queue; or, when ``_journal_early`` already journalled
+        this call as the response left, queue exactly those records (the callback runs on the event
+        loop the next request needs, so it builds nothing it does not have to)."""
         hold = context.from_logging(kwargs).get("hold")
-        if isinstance(hold, dict) and hold.get("journaled"):
-            self.writer.put_all(records)
+        early = hold.pop("journaled", None) if isinstance(hold, dict) else None
+        if early:
+            self.writer.put_all(early)
         else:
-            await self.writer.submit(records)
+            await self.writer.submit(self.success_records(kwargs))
 
     def success_records(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         ctx, slo, hold, call_id = self._facts(kwargs)

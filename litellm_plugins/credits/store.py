@@ -158,92 +158,32 @@ Release = tuple[str, str, "int | None", "int | None"]  # (account, hold id, bala
 
 async def apply_batch(conn: asyncpg.Connection, holds: list[HoldOp], settles: list[tuple[HoldOp, int]],
                       voids: list[HoldOp], starting_units: int) -> list[Release]:
-    """Hold rows, settles and voids of one writer batch in ONE transaction, a handful of statements.
+    """Hold rows, settles and voids of one writer batch: one call of ``credits_apply_batch``.
 
-    Exactly-once gates: a settle needs the hold's status transition ``<> 'settled'`` -> ``settled``
-    (a hold voided by a failed attempt or expired by the reconciler still settles: the call did
-    happen); a void needs ``pending`` -> ``voided``; the ledger has one row per (hold id, kind).
-    Duplicate callbacks, writer retries and spool replays therefore change nothing the second time.
-    Set-based (``unnest``): a batch of 500 requests costs about as many round trips as one. Accounts
-    are locked in sorted order so two workers' batches touching the same accounts cannot deadlock.
+    The function (migration ``20261123000500_credits_apply_batch``, where its exactly-once gates
+    are spelled out) runs the batch's statements server-side in one transaction, so a batch costs
+    one round trip instead of about nine — what a flush cost the proxy's event loop was mostly
+    per-statement overhead (benchmarks/micro_credits.py). Duplicate callbacks, writer retries and
+    spool replays change nothing the second time.
     """
     every: dict[str, HoldOp] = {}
     for h in [*holds, *(s for s, _ in settles), *voids]:
         every.setdefault(h.id, h)
+    first: dict[str, int] = {}
+    for h, charge in settles:
+        first.setdefault(h.id, charge)
+    void_ids = list(dict.fromkeys(h.id for h in voids))
+    rows = await conn.fetch(
+        "SELECT out_account, out_balance, out_version FROM credits_apply_batch("
+        "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::text[], $7::bigint[], "
+        "$8::text[], $9::bigint)",
+        [h.id for h in every.values()], [h.call_id for h in every.values()],
+        [h.account for h in every.values()], [h.amount for h in every.values()],
+        [h.ts for h in every.values()], list(first), list(first.values()), void_ids, starting_units)
+    finals = {r["out_account"]: (r["out_balance"], r["out_version"]) for r in rows}
     releases: list[Release] = []
-    async with conn.transaction():
-        if every:
-            cols = list(zip(*[(h.id, h.call_id, h.account, h.amount, h.ts) for h in every.values()], strict=True))
-            await conn.execute(
-                "INSERT INTO credit_holds (id, call_id, account, amount, status, created_at) "
-                "SELECT id, call_id, account, amount, 'pending', to_timestamp(ts) FROM "
-                "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[]) AS t(id, call_id, account, amount, ts) "
-                "ON CONFLICT (id) DO NOTHING", *[list(c) for c in cols])
-            await conn.execute(
-                "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id, created_at) "
-                "SELECT account, 'hold', 0, amount, id, call_id, to_timestamp(ts) FROM "
-                "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[]) AS t(id, call_id, account, amount, ts) "
-                "ON CONFLICT DO NOTHING", *[list(c) for c in cols])
-        if settles:
-            first: dict[str, int] = {}
-            for h, charge in settles:
-                first.setdefault(h.id, charge)
-            rows = await conn.fetch(
-                "UPDATE credit_holds h SET status = 'settled', charged = v.charge, updated_at = now() "
-                "FROM unnest($1::text[], $2::bigint[]) AS v(id, charge) "
-                "WHERE h.id = v.id AND h.status <> 'settled' RETURNING h.id, h.account, h.call_id, v.charge",
-                list(first), list(first.values()))
-            finals: dict[str, tuple[int, int]] = {}
-            if rows:
-                totals: dict[str, int] = {}
-                for r in rows:
-                    totals[r["account"]] = totals.get(r["account"], 0) + r["charge"]
-                accounts = sorted(totals)
-                # An account's first settle may come before Postgres ever saw it (e.g. its first call
-                # was BYOK-only, so no hold loaded it): open it with its starting grant, like any other.
-                await conn.execute(
-                    "WITH opened AS (INSERT INTO credit_accounts (account, balance, version) "
-                    "SELECT a, $2, 1 FROM unnest($1::text[]) AS a ON CONFLICT (account) DO NOTHING "
-                    "RETURNING account) "
-                    "INSERT INTO credit_ledger (account, kind, delta, amount, idempotency_key, balance_after, note) "
-                    "SELECT account, 'grant', $2, $2, 'starting-grant:' || account, $2, 'starting grant' FROM opened",
-                    accounts, starting_units)
-                await conn.execute("SELECT 1 FROM credit_accounts WHERE account = ANY($1::text[]) "
-                                   "ORDER BY account FOR UPDATE", accounts)
-                updated = await conn.fetch(
-                    "UPDATE credit_accounts a SET balance = a.balance - d.total, version = a.version + 1, "
-                    "updated_at = now() FROM unnest($1::text[], $2::bigint[]) AS d(account, total) "
-                    "WHERE a.account = d.account RETURNING a.account, a.balance, a.version",
-                    accounts, [totals[a] for a in accounts])
-                finals = {r["account"]: (r["balance"], r["version"]) for r in updated}
-                # balance_after of each settle row: the final balance plus the charges after it
-                remaining = {a: finals[a][0] for a in accounts}
-                after: list[int] = [0] * len(rows)
-                for i in range(len(rows) - 1, -1, -1):
-                    after[i] = remaining[rows[i]["account"]]
-                    remaining[rows[i]["account"]] += rows[i]["charge"]
-                await conn.execute(
-                    "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id, balance_after) "
-                    "SELECT account, 'settle', -charge, charge, id, call_id, after FROM "
-                    "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) "
-                    "AS t(account, charge, id, call_id, after)",
-                    [r["account"] for r in rows], [r["charge"] for r in rows], [r["id"] for r in rows],
-                    [r["call_id"] for r in rows], after)
-            for h, _ in settles:
-                bal, ver = finals.get(h.account, (None, None))
-                releases.append((h.account, h.id, bal, ver))
-        if voids:
-            ids = list(dict.fromkeys(h.id for h in voids))
-            rows = await conn.fetch(
-                "UPDATE credit_holds h SET status = 'voided', updated_at = now() FROM unnest($1::text[]) AS v(id) "
-                "WHERE h.id = v.id AND h.status = 'pending' RETURNING h.id, h.account, h.amount, h.call_id", ids)
-            if rows:
-                await conn.execute(
-                    "INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, call_id) "
-                    "SELECT account, 'void', 0, amount, id, call_id FROM "
-                    "unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS t(account, amount, id, call_id) "
-                    "ON CONFLICT DO NOTHING",
-                    [r["account"] for r in rows], [r["amount"] for r in rows], [r["id"] for r in rows],
-                    [r["call_id"] for r in rows])
-            releases.extend((h.account, h.id, None, None) for h in voids)
+    for h, _ in settles:
+        bal, ver = finals.get(h.account, (None, None))
+        releases.append((h.account, h.id, bal, ver))
+    releases.extend((h.account, h.id, None, None) for h in voids)
     return releases

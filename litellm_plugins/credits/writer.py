@@ -205,12 +205,7 @@ class Writer:
         fields = [_journal_field(r) for r in batch if r["op"] != "hold"]
         if releases or fields:
             try:
-                async with self.cache.redis.pipeline(transaction=False) as pipe:
-                    for account, hold_id, bal, ver in releases:
-                        await self.cache.release(account, hold_id, bal, ver, pipe=pipe)
-                    if fields:
-                        pipe.hdel(self.cache.journal_key(), *fields)
-                    await pipe.execute()
+                await self.cache.release_batch(releases, fields)
             except (RedisError, OSError):
                 log.warning("Redis unavailable after settling; the reconciler will correct it")
 
