@@ -3,6 +3,7 @@ the reconciler, the spool, pricing. (End-to-end behaviour is in test_credits_e2e
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from decimal import Decimal
@@ -275,3 +276,61 @@ def test_hold_covers_every_group_a_request_may_fall_back_to():
     pricey = worst_case_usd(table["pricey"], request, 4.0, 4096)
     assert pricey > cheap
     assert max(worst_case_usd(table.get(g), request, 4.0, 4096) for g in request_groups(request)) == pricey
+
+
+async def _journal_fields(eng: Engine, timeout: float = 3.0) -> dict[bytes, bytes]:
+    deadline = time.monotonic() + timeout
+    while True:
+        fields = await eng.cache.redis.hgetall(eng.cache.journal_key())
+        if fields or time.monotonic() > deadline:
+            return fields
+        await asyncio.sleep(0.02)
+
+
+async def test_response_path_journal_is_sent_without_waiting_and_survives_a_forgotten_script(engine):
+    """The response-path journal returns once the command is sent (``send_journal``); its answer is
+    read in the background, and a Redis that forgot the script (restart / SCRIPT FLUSH -> NOSCRIPT)
+    gets the call again, so the record and the hold shrink still land."""
+    for flush_scripts in (False, True):
+        await engine.cache.redis.delete(engine.cache.journal_key())
+        data, ctx = await place(engine, f"early{int(flush_scripts)}")
+        hold = ctx["hold"]
+        assert hold["amount"] > 400
+        if flush_scripts:
+            await engine.cache.redis.script_flush()
+        records = [{"op": "settle", "id": hold["id"], "call_id": data["litellm_call_id"],
+                    "account": hold["account"], "amount": hold["amount"], "ts": hold["t0"], "charge": 400},
+                   {"op": "usage", "row": engine.usage_row(ctx, {"response_cost": 0.000004}, hold,
+                                                           data["litellm_call_id"], "success", 400, None, {})}]
+        assert await engine.writer.journal(records, wait=False)
+        fields = await _journal_fields(engine)
+        assert sorted(fields) == sorted([f"settle:{hold['id']}".encode(), f"usage:{hold['id']}".encode()])
+        held = await engine.cache.redis.hget(engine.cache.holds_key(hold["account"]), hold["id"])
+        assert held is not None and held.decode().startswith("400:"), held  # shrunk to the charge
+        # the writer writes them and takes them out of the journal again
+        engine.writer.put_all(records)
+        await engine.writer.flush()
+        assert await engine.cache.redis.hlen(engine.cache.journal_key()) == 0
+        settled = await rows(engine, "SELECT delta FROM credit_ledger WHERE kind = 'settle' AND hold_id = $1",
+                             hold["id"])
+        assert [r["delta"] for r in settled] == [-400]
+
+
+async def test_one_batch_settles_many_calls_of_one_account_with_a_consistent_ledger(engine):
+    """credits_apply_batch: holds and settles of one account in one batch — each settle row's
+    balance_after steps down by its own charge, ending at the account's balance; verify passes."""
+    placed = [await place(engine, "batch") for _ in range(5)]
+    for i, (data, _) in enumerate(placed):
+        engine.on_success(success_kwargs(data, 0.000001 * (i + 1)))
+    await engine.writer.flush()
+    settles = await rows(engine, "SELECT delta, balance_after FROM credit_ledger WHERE kind = 'settle' "
+                                 "AND account = 'user:batch' ORDER BY id")
+    assert [r["delta"] for r in settles] == [-100, -200, -300, -400, -500]
+    start = 1000 * 1_000_000
+    assert [r["balance_after"] for r in settles] == [start - 100, start - 300, start - 600, start - 1000,
+                                                     start - 1500]
+    bal = await rows(engine, "SELECT balance FROM credit_accounts WHERE account = 'user:batch'")
+    assert bal[0]["balance"] == start - 1500
+    from litellm_plugins.credits import store
+    async with engine.rt.pool.acquire() as conn:
+        assert await store.verify(conn) == []

@@ -170,8 +170,10 @@ class Engine:
         LiteLLM's success callback, which queues the full records, runs some milliseconds after the
         client has its answer; a kill -9 in between would leave a served call unbilled and unlogged
         (measured: a kill right after 4 answers lost all 4 when this ran as a task instead). The
-        row journalled here is built from the response; the callback's own copy, with LiteLLM's
-        logging details, is what normally reaches Postgres.
+        call is sent, not awaited (``CreditCache.send_journal``): the kill-safety needs the bytes
+        to have left the process, and waiting for Redis's answer was most of credits' added p50.
+        The records built here from the response are also the ones the success callback queues
+        for Postgres (``record_success``), so that callback builds nothing on the next request's loop.
         """
         if hold.get("unheld") or not hold.get("account"):
             return
@@ -184,7 +186,7 @@ class Engine:
         call_id = data.get("litellm_call_id") or hold["id"]
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
-        if await self.writer.journal(records):
+        if await self.writer.journal(records, wait=False):
             hold["journaled"] = records
 
     # ---- after the call (background) -------------------------------------------------------------

@@ -87,8 +87,9 @@ class Writer:
             await self.journal(records)
             self.put_all(records)
 
-    async def journal(self, records: list[dict[str, Any]]) -> bool:
-        """One script call: the records into the shared journal, the hold shrunk / dropped to match."""
+    async def journal(self, records: list[dict[str, Any]], wait: bool = True) -> bool:
+        """One script call: the records into the shared journal, the hold shrunk / dropped to match.
+        ``wait=False`` returns once the call has left the process (``CreditCache.send_journal``)."""
         money = next((r for r in records if r["op"] in ("settle", "void")), None)
         row = next((r["row"] for r in records if r["op"] == "usage"), None)
         account = (money or {}).get("account") or (row or {}).get("account")
@@ -97,8 +98,9 @@ class Writer:
             entries = [(_journal_field(r), json.dumps({"jt": now, "rec": r}, separators=(",", ":"), default=str))
                        for r in records]
             try:
-                await self.cache.journal(account, money["id"] if money else "", money["op"] if money else "",
-                                         int(money.get("charge", 0)) if money else 0, entries)
+                call = self.cache.journal if wait else self.cache.send_journal
+                await call(account, money["id"] if money else "", money["op"] if money else "",
+                           int(money.get("charge", 0)) if money else 0, entries)
                 return True
             except (RedisError, OSError) as exc:
                 log.warning("credits: Redis journal unavailable (%s); records kept in memory only",
