@@ -290,10 +290,17 @@ async def _journal_fields(eng: Engine, timeout: float = 3.0) -> dict[bytes, byte
 async def test_response_path_journal_is_sent_without_waiting_and_survives_a_forgotten_script(engine):
     """The response-path journal returns once the command is sent (``send_journal``); its answer is
     read in the background, and a Redis that forgot the script (restart / SCRIPT FLUSH -> NOSCRIPT)
-    gets the call again, so the record and the hold shrink still land."""
-    for flush_scripts in (False, True):
+    gets the call again, so the record and the hold shrink still land. With the send-only connection
+    down, the same call is awaited through redis-py instead."""
+    sender = engine.cache.sender
+    assert await sender.connect()
+    cases = [(True, False), (True, True), (False, False)]  # (sender up, scripts flushed)
+    for sender_up, flush_scripts in cases:
+        if not sender_up:
+            await sender.close()
+        assert sender.connected is sender_up
         await engine.cache.redis.delete(engine.cache.journal_key())
-        data, ctx = await place(engine, f"early{int(flush_scripts)}")
+        data, ctx = await place(engine, f"early{int(sender_up)}{int(flush_scripts)}")
         hold = ctx["hold"]
         assert hold["amount"] > 400
         if flush_scripts:
@@ -334,3 +341,36 @@ async def test_one_batch_settles_many_calls_of_one_account_with_a_consistent_led
     from litellm_plugins.credits import store
     async with engine.rt.pool.acquire() as conn:
         assert await store.verify(conn) == []
+
+
+async def test_send_only_redis_sends_without_yielding_and_comes_back_after_a_drop(engine):
+    """core.redis_send: ``send`` returns before any await; answers are matched in order; after the
+    server drops the connection (CLIENT KILL) it comes back on its own; while down, ``send`` says False."""
+    from litellm_plugins.core.redis_send import SendOnlyRedis
+
+    sender = SendOnlyRedis(REDIS_URL)
+    key = engine.cache.prefix + "sendonly"
+    try:
+        assert await sender.connect()
+        errors: list[str] = []
+        assert sender.send("SET", key, "v1", on_error=lambda e: errors.append(str(e)))
+        assert sender.send("HSET", key, "f", "x", on_error=lambda e: errors.append(str(e)))  # WRONGTYPE
+        assert await engine.cache.redis.get(key) in (None, b"v1")  # may or may not be applied yet
+        pong = await sender.request("PING")
+        assert pong == b"PONG" and await engine.cache.redis.get(key) == b"v1"
+        assert len(errors) == 1 and errors[0].startswith("WRONGTYPE"), errors
+        me = await sender.request("CLIENT", "ID")
+        before = sender._protocol
+        await engine.cache.redis.execute_command("CLIENT", "KILL", "ID", me)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not (sender.connected and sender._protocol is not before):
+            await asyncio.sleep(0.01)
+        assert sender.connected and sender._protocol is not before  # reconnected on its own
+        assert await sender.request("CLIENT", "ID") != me
+        assert sender.send("SET", key, "v2")
+        assert await sender.request("GET", key) == b"v2"
+        await sender.close()
+        assert not sender.send("SET", key, "closed")  # down: the caller takes its awaited path
+    finally:
+        await sender.close()
+        await engine.cache.redis.delete(key)

@@ -15,17 +15,15 @@ Lua numbers are doubles: comparisons are exact up to 2^53 units (about 9 billion
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+
+from litellm_plugins.core.redis_send import SendOnlyRedis
 
 log = logging.getLogger("litellm_plugins.credits")
-_answers: set[asyncio.Task[None]] = set()  # strong references to the journal answers being read
 
 HOLD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
@@ -122,9 +120,10 @@ return 1
 
 
 class CreditCache:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, sender: SendOnlyRedis | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.sender = sender  # the response path's journal (send_journal)
         self._hold = redis.register_script(HOLD)
         self._load = redis.register_script(LOAD)
         self._release = redis.register_script(RELEASE)
@@ -196,51 +195,30 @@ class CreditCache:
             args += [field, value]
         await self._journal(keys=[self.acct_key(account), self.holds_key(account), self.journal_key()], args=args)
 
-    async def send_journal(self, account: str, hold_id: str, mode: str, amount: int,
-                           entries: Iterable[tuple[str, str]]) -> None:
-        """``journal``, but return once the command has left this process, not when Redis answered.
+    def send_journal(self, account: str, hold_id: str, mode: str, amount: int,
+                     entries: Iterable[tuple[str, str]]) -> bool:
+        """``journal`` without awaiting anything: handed to the kernel before this returns.
 
-        For the response path: what a kill -9 must not lose is the command reaching Redis, and the
-        bytes are handed to the kernel (a socket send) before this returns; waiting for the answer
-        too cost ~1 ms of p50 on the reference machine, where Redis shares two cores with the proxy.
-        The answer is read by a background task; an error there (Redis restarted and forgot the
-        script: NOSCRIPT) re-sends through ``journal``. Raises only if the send itself failed.
+        For the response path, where a kill -9 must not lose the call but any await would let other
+        tasks run before the response leaves (``core.redis_send``). False if the send-only
+        connection is down: the caller then uses ``journal``. A Redis that forgot the script
+        (restart, SCRIPT FLUSH) answers NOSCRIPT; the call is then re-sent with the script itself.
         """
+        if self.sender is None:
+            return False
         keys = [self.acct_key(account), self.holds_key(account), self.journal_key()]
         args: list[object] = [mode, hold_id, amount, int(time.time())]
         for field, value in entries:
             args += [field, value]
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_command("EVALSHA", self._journal.sha, len(keys), *keys, *args)
-        except BaseException:
-            await conn.disconnect()
-            await pool.release(conn)
-            raise
-        task = asyncio.create_task(self._journal_answer(conn, keys, args))
-        _answers.add(task)
-        task.add_done_callback(_answers.discard)
 
-    async def _journal_answer(self, conn: Any, keys: list[str], args: list[object]) -> None:
-        pool = self.redis.connection_pool
-        retry = False
-        try:
-            try:
-                await conn.read_response()
-            except NoScriptError:
-                retry = True
-            except (RedisError, OSError) as exc:
-                log.warning("credits: journal write not confirmed by Redis (%s); the record is still "
-                            "queued for Postgres", type(exc).__name__)
-        finally:
-            await pool.release(conn)
-        if retry:
-            try:
-                await self._journal(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
-                log.warning("credits: journal write failed (%s); the record is still queued for Postgres",
-                            type(exc).__name__)
+        def failed(error: Exception) -> None:
+            if str(error).startswith("NOSCRIPT") and self.sender is not None and self.sender.send(
+                    "EVAL", JOURNAL, len(keys), *keys, *args, on_error=failed):
+                return
+            log.warning("credits: journal write refused by Redis (%s); the record is still queued for "
+                        "Postgres", error)
+
+        return self.sender.send("EVALSHA", self._journal.sha, len(keys), *keys, *args, on_error=failed)
 
     async def snapshot(self, account: str) -> tuple[int, int, int] | None:
         values = await self.redis.hmget(self.acct_key(account), "balance", "held", "version")

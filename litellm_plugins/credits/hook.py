@@ -36,6 +36,9 @@ async def start(rt: Runtime) -> None:
     """Called once per worker by core.startup: build the engine, start writer + reconciler."""
     global _engine
     _engine = Engine(rt)
+    if _engine.cache.sender is not None:
+        await _engine.cache.sender.connect()  # failing is not fatal: the journal is awaited meanwhile
+        rt.tasks.on_stop(_engine.cache.sender.close)
     rt.tasks.start("credits-writer", _engine.writer.run)
     rt.tasks.start("credits-reconciler", _engine.reconcile_forever)
     rt.tasks.on_stop(_engine.writer.stop)

@@ -89,7 +89,8 @@ class Writer:
 
     async def journal(self, records: list[dict[str, Any]], wait: bool = True) -> bool:
         """One script call: the records into the shared journal, the hold shrunk / dropped to match.
-        ``wait=False`` returns once the call has left the process (``CreditCache.send_journal``)."""
+        ``wait=False``: sent without awaiting (``CreditCache.send_journal``) when the send-only
+        connection is up, so the caller does not yield to the event loop."""
         money = next((r for r in records if r["op"] in ("settle", "void")), None)
         row = next((r["row"] for r in records if r["op"] == "usage"), None)
         account = (money or {}).get("account") or (row or {}).get("account")
@@ -98,9 +99,10 @@ class Writer:
             entries = [(_journal_field(r), json.dumps({"jt": now, "rec": r}, separators=(",", ":"), default=str))
                        for r in records]
             try:
-                call = self.cache.journal if wait else self.cache.send_journal
-                await call(account, money["id"] if money else "", money["op"] if money else "",
-                           int(money.get("charge", 0)) if money else 0, entries)
+                args = (account, money["id"] if money else "", money["op"] if money else "",
+                        int(money.get("charge", 0)) if money else 0, entries)
+                if wait or not self.cache.send_journal(*args):
+                    await self.cache.journal(*args)
                 return True
             except (RedisError, OSError) as exc:
                 log.warning("credits: Redis journal unavailable (%s); records kept in memory only",
