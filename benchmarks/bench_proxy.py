@@ -176,11 +176,12 @@ async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
         fake.wait(timeout=10)
 
 
-def paired_added(bare_rows: list[dict], plug_rows: list[dict], key: str = "p50_ms") -> tuple[float, float, float]:
-    """Median of the per-round differences (plugins - bare, same round, back to back) and a 95%
-    bootstrap interval of it. On a shared 2-core machine the bare proxy's own p50 drifts by several
-    ms between rounds; a difference taken within each round cancels most of that drift."""
-    diffs = [p[key] - b[key] for b, p in zip(bare_rows, plug_rows, strict=True)]
+def paired_added(bare_rows: list[dict], plug_rows: list[dict], key: str = "p50_ms",
+                 ratio: bool = False) -> tuple[float, float, float]:
+    """Median of the per-round differences (plugins - bare, same round, back to back; or ratios
+    plugins / bare) and a 95% bootstrap interval of it. On a shared 2-core machine the bare proxy's
+    own p50 drifts by several ms between rounds; a comparison within each round cancels most of it."""
+    diffs = [p[key] / b[key] if ratio else p[key] - b[key] for b, p in zip(bare_rows, plug_rows, strict=True)]
     rng = random.Random(0)
     boots = sorted(statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(2000))
     return statistics.median(diffs), boots[49], boots[1949]
@@ -191,8 +192,8 @@ def report(results: dict, args: argparse.Namespace, chosen: set[str], served: st
     print(f"\n### plugins={','.join(sorted(chosen)) or 'none'} workers={args.workers} rounds={args.rounds} "
           f"duration={args.duration}s model group={served}\n")
     print("| clients | mode | bare p50 ms | plugins p50 ms | added p50 ms | paired added p50 ms [95% CI] "
-          "| bare p99 ms | plugins p99 ms | bare req/s | plugins req/s | throughput ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| bare p99 ms | plugins p99 ms | bare req/s | plugins req/s | throughput ratio | paired throughput ratio [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell, bare_rows in results["bare"].items():
         plug_rows = results["plugins"][cell]
         clients, mode = cell.split(":")
@@ -200,8 +201,9 @@ def report(results: dict, args: argparse.Namespace, chosen: set[str], served: st
         b99, p99 = med(bare_rows, "p99_ms"), med(plug_rows, "p99_ms")
         brps, prps = med(bare_rows, "rps"), med(plug_rows, "rps")
         d, lo, hi = paired_added(bare_rows, plug_rows)
+        r, rlo, rhi = paired_added(bare_rows, plug_rows, "rps", ratio=True)
         print(f"| {clients} | {mode} | {b50:.2f} | {p50:.2f} | {p50 - b50:+.2f} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
-              f"| {b99:.2f} | {p99:.2f} | {brps:.1f} | {prps:.1f} | {prps / brps:.3f} |")
+              f"| {b99:.2f} | {p99:.2f} | {brps:.1f} | {prps:.1f} | {prps / brps:.3f} | {r:.3f} [{rlo:.3f}, {rhi:.3f}] |")
 
 
 if __name__ == "__main__":
