@@ -101,6 +101,19 @@ def main() -> int:
     return asyncio.run(bench(args, chosen))
 
 
+def proxy_env(workdir: Path, dsn: str, byok: bool) -> dict[str, str]:
+    """Environment of a benchmarked proxy: its database, Redis, and the key file holding BENCH_KEY
+    (tier enterprise; read by tests.support.custom_auth), plus a fresh BYOK key when BYOK is on."""
+    keys = KeyFile(workdir / "keys.json")
+    keys.add(BENCH_KEY, user_id="bench-user", team_id="bench-team", metadata={"tier": "enterprise"})
+    env = {"LITELLM_PLUGINS_DATABASE_URL": dsn, "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,
+           "LITELLM_PLUGINS_TEST_KEYS": str(keys.path)}
+    if byok:
+        from cryptography.fernet import Fernet
+        env["LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+    return env
+
+
 async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench_"))
     fake_port = free_port()
@@ -109,15 +122,8 @@ async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
     proxies: list[ProxyProcess] = []
     try:
         async with throwaway_database("lp_bench") as dsn, redis_prefix() as prefix:
-            keys = KeyFile(workdir / "keys.json")
-            keys.add(BENCH_KEY, user_id="bench-user", team_id="bench-team",
-                     metadata={"tier": "enterprise"})
             fake_url = f"http://127.0.0.1:{fake_port}/v1"
-            env = {"LITELLM_PLUGINS_DATABASE_URL": dsn, "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,
-                   "LITELLM_PLUGINS_TEST_KEYS": str(keys.path)}
-            if "byok" in chosen:
-                from cryptography.fernet import Fernet
-                env["LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+            env = proxy_env(workdir, dsn, byok="byok" in chosen)
             bare_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
                                                                   **plugin_settings(set())}})
             bare_cfg["litellm_settings"]["callbacks"] = []

@@ -35,11 +35,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio  # noqa: E402
 
 import httpx  # noqa: E402
-from bench_proxy import BENCH_KEY, CAPABILITIES, plugin_settings, run_wrk  # noqa: E402
+from bench_proxy import BENCH_KEY, CAPABILITIES, plugin_settings, proxy_env, run_wrk  # noqa: E402
 
 from tests.support.fake_provider import free_port  # noqa: E402
-from tests.support.proxy import KeyFile, ProxyProcess, test_config  # noqa: E402
-from tests.support.services import REDIS_URL, redis_prefix, throwaway_database  # noqa: E402
+from tests.support.proxy import ProxyProcess, test_config  # noqa: E402
+from tests.support.services import redis_prefix, throwaway_database  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -112,13 +112,8 @@ async def profile(args: argparse.Namespace) -> int:
     proxies: list[ProxyProcess] = []
     try:
         async with throwaway_database("lp_prof") as dsn, redis_prefix() as prefix:
-            keys = KeyFile(workdir / "keys.json")
-            keys.add(BENCH_KEY, user_id="bench-user", team_id="bench-team", metadata={"tier": "enterprise"})
             fake_url = f"http://127.0.0.1:{fake_port}/v1"
-            env = {"LITELLM_PLUGINS_DATABASE_URL": dsn, "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,
-                   "LITELLM_PLUGINS_TEST_KEYS": str(keys.path)}
-            from cryptography.fernet import Fernet
-            env["LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+            env = proxy_env(workdir, dsn, byok=True)
             variants = {}
             for label, spec in (("base", args.base), ("plugins", args.plugins)):
                 cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
