@@ -374,3 +374,31 @@ async def test_send_only_redis_sends_without_yielding_and_comes_back_after_a_dro
     finally:
         await sender.close()
         await engine.cache.redis.delete(key)
+
+
+async def test_hold_through_the_send_only_connection_and_after_a_forgotten_script(engine):
+    """With the send-only connection up, the hold is one write + one awaited answer; a Redis that
+    forgot the script answers NOSCRIPT and the hold goes through redis-py (which reloads it); an
+    insufficient balance is still refused with the amounts."""
+    sender = engine.cache.sender
+    assert await sender.connect()
+    try:
+        me = await sender.request("CLIENT", "ID")
+
+        async def last_command_of_sender() -> str:
+            (entry,) = await engine.cache.redis.client_list(client_id=[me])
+            return entry["cmd"]
+
+        assert await last_command_of_sender() == "client|id"
+        data, ctx = await place(engine, "viasend")
+        assert ctx["hold"]["amount"] > 0 and await last_command_of_sender() == "evalsha"
+        held = await engine.cache.redis.hget(engine.cache.holds_key("user:viasend"), ctx["hold"]["id"])
+        assert held is not None and held.decode().startswith(f"{ctx['hold']['amount']}:")
+        await engine.cache.redis.script_flush()
+        data2, ctx2 = await place(engine, "viasend")
+        snap = await engine.cache.snapshot("user:viasend")
+        assert snap is not None and snap[1] == ctx["hold"]["amount"] + ctx2["hold"]["amount"]
+        status, balance, held_total = await engine.cache.hold("user:viasend", "too-big", 10 ** 15)
+        assert (status, balance, held_total) == (0, snap[0], snap[1])
+    finally:
+        await sender.close()

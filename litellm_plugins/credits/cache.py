@@ -15,15 +15,20 @@ Lua numbers are doubles: comparisons are exact up to 2^53 units (about 9 billion
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from litellm_plugins.core.redis_send import SendOnlyRedis
 
 log = logging.getLogger("litellm_plugins.credits")
+HOLD_TIMEOUT_SECONDS = 2.0  # as the redis-py client's socket timeout (core/redis.py)
 
 HOLD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
@@ -152,9 +157,28 @@ class CreditCache:
         return text[len(self.acct_key("")):]
 
     async def hold(self, account: str, hold_id: str, amount: int) -> tuple[int, int, int]:
-        """-> (status, balance, held): status 1 placed (or already placed), 0 insufficient, -1 not cached."""
-        res = await self._hold(keys=[self.acct_key(account), self.holds_key(account)],
-                               args=[hold_id, amount, int(time.time())])
+        """-> (status, balance, held): status 1 placed (or already placed), 0 insufficient, -1 not cached.
+
+        Through the send-only connection when it is up: one write and one await for the answer.
+        redis-py's call path awaits several times (pool, connection check, drain, answer), and at
+        every await the event loop may first run other ready work; here it is the one wait that
+        cannot be avoided. Redis-py (which also loads a forgotten script) otherwise.
+        """
+        keys = [self.acct_key(account), self.holds_key(account)]
+        args = [hold_id, amount, int(time.time())]
+        res = None
+        if self.sender is not None and self.sender.connected:
+            try:
+                async with asyncio.timeout(HOLD_TIMEOUT_SECONDS):
+                    res = await self.sender.request("EVALSHA", self._hold.sha, len(keys), *keys, *args)
+            except (TimeoutError, ConnectionError) as exc:
+                raise RedisConnectionError(f"credits hold: {type(exc).__name__}") from None
+            if isinstance(res, hiredis.ReplyError):
+                if not str(res).startswith("NOSCRIPT"):
+                    raise ResponseError(str(res))
+                res = None
+        if res is None:
+            res = await self._hold(keys=keys, args=args)
         return int(res[0]), int(res[1]), int(res[2])
 
     async def load(self, account: str, balance: int, version: int,
