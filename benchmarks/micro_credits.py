@@ -39,6 +39,9 @@ from litellm_plugins.credits.engine import Engine  # noqa: E402
 from litellm_plugins.credits.pricing import estimate_prompt_tokens  # noqa: E402
 from tests.support.services import REDIS_URL, throwaway_database  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import cpu_by_group  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,19 +123,24 @@ async def main(n: int) -> None:
             # What one flush costs the proxy's event loop at the batch sizes a worker sees (one client
             # at ~60 req/s and a 0.2 s interval: ~12 requests per batch), in CPU of this process.
             for size in (1, 10, 50):
-                cpu = wall = 0.0
+                cpu = wall = pg = rd = 0.0
                 rounds = max(5, 300 // size)
                 for r in range(rounds):
                     for i in range(size):
                         req = {**data, "metadata": {}, "litellm_call_id": f"b{size}-{r}-{i}"}
                         await eng.pre_call(auth, req, "acompletion")
                         eng.on_success(success_kwargs(req))
+                    g0 = cpu_by_group()
                     c0, w0 = time.process_time(), time.perf_counter()
                     await eng.writer.flush()
                     cpu += time.process_time() - c0
                     wall += time.perf_counter() - w0
+                    g1 = cpu_by_group()
+                    pg += g1["postgres"] - g0["postgres"]
+                    rd += g1["redis"] - g0["redis"]
                 print(f"flush of {size:3d} requests   CPU {cpu / rounds / size * 1e6:8.1f} us/request   "
-                      f"wall {wall / rounds * 1e3:6.2f} ms/flush   ({rounds} flushes)")
+                      f"wall {wall / rounds * 1e3:6.2f} ms/flush   Postgres CPU {pg / rounds / size * 1e6:8.1f} "
+                      f"us/request   Redis CPU {rd / rounds / size * 1e6:6.1f} us/request   ({rounds} flushes)")
         finally:
             runtime.install(None)
             keys = [k async for k in redis.scan_iter(match=prefix + "*")]

@@ -7,7 +7,9 @@ the reference proxy, ``none`` = every hook registered but disabled; ``--plugins`
 study), drives each with one ``wrk`` client for ``--duration`` seconds while ``py-spy record --gil``
 samples its worker (``--py-spy``, default: on PATH), and reports:
 
-* proxy CPU per request (utime+stime of the proxy's process tree, from /proc) and p50 latency;
+* CPU per request of the proxy's process tree, Postgres, Redis, everything else, and the whole
+  machine (from /proc), and p50 latency — the plugins' work in Redis and Postgres competes with the
+  proxy for the same two cores;
 * the functions whose inclusive samples per request grew the most from base to plugins, in
   milliseconds of CPU per request (samples / rate / requests).
 
@@ -35,30 +37,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio  # noqa: E402
 
 import httpx  # noqa: E402
+from cpu import cpu_by_group  # noqa: E402
 from bench_proxy import BENCH_KEY, CAPABILITIES, plugin_settings, proxy_env, run_wrk  # noqa: E402
 
 from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import ProxyProcess, test_config  # noqa: E402
 from tests.support.services import redis_prefix, throwaway_database  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime+stime of a process and all its descendants (live ones, read from /proc)."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        p = pending.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        pending.extend(map(int, children))
-    return total
-
 
 def worker_pid(pid: int) -> int:
     """The uvicorn worker: the deepest python descendant (one worker only)."""
@@ -91,7 +75,8 @@ def main() -> int:
     parser.add_argument("--plugins", default="credits")
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/tools/bin/py-spy")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/tools/bin/py-spy",
+                        help="py-spy binary, or 'none' for the CPU table only")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--keep", type=Path, help="copy the raw profiles here")
     args = parser.parse_args()
@@ -135,16 +120,21 @@ async def profile(args: argparse.Namespace) -> int:
                 assert proxy.process is not None
                 worker = worker_pid(proxy.process.pid)
                 raw = workdir / f"{label}.txt"
-                spy = subprocess.Popen([args.py_spy, "record", "--gil", "--nonblocking", "-r", str(args.rate),
-                                        "-p", str(worker), "-d", str(args.duration + 1), "-f", "raw", "-o", str(raw)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(0.5)
-                cpu0 = tree_cpu_seconds(proxy.process.pid)
+                spy = None
+                if args.py_spy != "none":
+                    spy = subprocess.Popen([args.py_spy, "record", "--gil", "--nonblocking", "-r", str(args.rate),
+                                            "-p", str(worker), "-d", str(args.duration + 1), "-f", "raw",
+                                            "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                before = cpu_by_group(proxy.process.pid)
                 r = run_wrk(proxy.url, body, 1, args.duration, workdir)
-                cpu1 = tree_cpu_seconds(proxy.process.pid)
-                spy.wait(timeout=60)
-                inclusive, total = parse_raw(raw)
-                results[label] = (r, (cpu1 - cpu0) / r["requests"] * 1000, inclusive, total)
+                after = cpu_by_group(proxy.process.pid)
+                inclusive, total = collections.Counter(), 0
+                if spy is not None:
+                    spy.wait(timeout=60)
+                    inclusive, total = parse_raw(raw)
+                machine = {k: (after[k] - before[k]) / r["requests"] * 1000 for k in after}
+                results[label] = (r, machine, inclusive, total)
                 if args.keep:
                     args.keep.mkdir(parents=True, exist_ok=True)
                     shutil.copy(raw, args.keep / raw.name)
@@ -160,11 +150,16 @@ async def profile(args: argparse.Namespace) -> int:
 def report(results: dict, args: argparse.Namespace) -> None:
     print(f"\nbase={args.base} plugins={args.plugins} duration={args.duration}s rate={args.rate}/s, 1 client")
     per_req = {}
-    for label, (r, cpu_ms, inclusive, total) in results.items():
+    groups = list(next(iter(results.values()))[1])
+    print("CPU ms per request, by process group (machine = all cores busy, /proc/stat):")
+    print(f"{'':8s} {'p50 ms':>8s} {'requests':>8s} " + " ".join(f"{g:>9s}" for g in groups) + "  GIL samples")
+    for label, (r, machine, inclusive, total) in results.items():
         scale = 1000 / args.rate / r["requests"]  # ms of CPU per request per sample
         per_req[label] = {name: n * scale for name, n in inclusive.items()}
-        print(f"{label:8s} p50={r['p50_ms']:.2f} ms  requests={r['requests']}  proxy CPU/request={cpu_ms:.2f} ms  "
-              f"GIL samples/request={total * scale:.2f} ms")
+        print(f"{label:8s} {r['p50_ms']:8.2f} {r['requests']:8.0f} " + " ".join(f"{machine[g]:9.3f}" for g in groups)
+              + f"  {total * scale:.2f}")
+    if not any(per_req.values()):
+        return
     base, plug = per_req["base"], per_req["plugins"]
     diff = sorted(((plug.get(k, 0) - base.get(k, 0), k) for k in set(base) | set(plug)), reverse=True)
     print(f"\ntop {args.top} functions by added inclusive CPU ms/request (plugins - base):")

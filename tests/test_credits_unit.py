@@ -20,7 +20,7 @@ from litellm_plugins.core.errors import SettingsError
 from litellm_plugins.core.migrator import migrate
 from litellm_plugins.core.settings import parse_settings
 from litellm_plugins.credits import hook as hook_module
-from litellm_plugins.credits import public
+from litellm_plugins.credits import public, store
 from litellm_plugins.credits.engine import Engine
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
 from litellm_plugins.credits.pricing import build_price_table, estimate_prompt_tokens, worst_case_usd
@@ -402,3 +402,51 @@ async def test_hold_through_the_send_only_connection_and_after_a_forgotten_scrip
         assert (status, balance, held_total) == (0, snap[0], snap[1])
     finally:
         await sender.close()
+
+
+async def test_a_flush_writes_what_was_queued_when_it_started_and_requeues_on_cancel(engine, database):
+    """Records that arrive while a batch is being written wait for the next flush (draining until
+    empty wrote a batch of one record after every batch under steady load); a flush cancelled
+    mid-write (shutdown) leaves its unwritten records queued, so ``stop`` still writes them."""
+    first = [await place(engine, "snap") for _ in range(3)]
+    await engine.writer.flush()  # opens the account and writes the three hold rows
+    for data, _ in first:
+        engine.on_success(success_kwargs(data, 0.000001))
+    blocker = await asyncpg.connect(database, server_settings={"search_path": "litellm_plugins"})
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("SELECT 1 FROM credit_accounts WHERE account = 'user:snap' FOR UPDATE")
+    try:
+        flush = asyncio.create_task(engine.writer.flush())
+        await asyncio.sleep(0.3)  # the batch of three is blocked on the row lock
+        assert not flush.done() and engine.writer.queue == []
+        late = [await place(engine, "snap") for _ in range(2)]
+        for data, _ in late:
+            engine.on_success(success_kwargs(data, 0.000001))
+        assert len(engine.writer.queue) == 6  # two holds, two settles, two usage rows
+        await tx.rollback()
+        await asyncio.wait_for(flush, 5)
+        assert len(engine.writer.queue) == 6, "records queued during the write wait for the next flush"
+        settles = await rows(engine, "SELECT count(*) AS n FROM credit_ledger WHERE kind = 'settle'")
+        assert settles[0]["n"] == 3
+        # Cancelled while blocked: the batch goes back to the queue, in order, and is written later.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM credit_accounts WHERE account = 'user:snap' FOR UPDATE")
+        queued = list(engine.writer.queue)
+        flush = asyncio.create_task(engine.writer.flush())
+        await asyncio.sleep(0.3)
+        assert engine.writer.queue == []
+        flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flush
+        assert engine.writer.queue == queued
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    await engine.writer.stop()
+    assert engine.writer.queue == []
+    settles = await rows(engine, "SELECT count(*) AS n FROM credit_ledger WHERE kind = 'settle'")
+    assert settles[0]["n"] == 5
+    async with engine.rt.pool.acquire() as conn:
+        assert await store.verify(conn) == []

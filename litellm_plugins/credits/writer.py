@@ -124,27 +124,41 @@ class Writer:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write what is queued when the flush starts; records that arrive meanwhile wait for the
+        next one. (Draining until the queue was empty chained a batch of one or two records after
+        every batch under steady load — each arrived during the previous write — and a write costs
+        about the same CPU for 1 record as for 10: measured 0.9 ms of Postgres CPU per request at
+        one client, ~2 records per batch, instead of one batch per interval.)"""
         async with self._lock:
             now = time.monotonic()
             if self.pg_down or now - self._last_replay > 5.0:
                 self._last_replay = now
                 await self._replay_locked()
-            while self.queue:
-                batch, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
-                if self.pg_down:
-                    await self._to_spool(batch)
-                    continue
-                try:
-                    await self._apply(batch)
-                    self.stats["flushed"] += len(batch)
-                except store.UNAVAILABLE as exc:
-                    log.warning("Postgres unavailable (%s): spooling %d records", type(exc).__name__, len(batch))
-                    self.pg_down = True
-                    await self._to_spool(batch)
-                except Exception:  # noqa: BLE001 - never drop money records: keep them on disk, retry later
-                    log.exception("credits writer: batch failed; spooled for retry")
-                    await asyncio.to_thread(self.spool.append, batch)
-                    self.stats["spooled"] += len(batch)
+            pending, self.queue = self.queue, []
+            done = 0
+            try:
+                for done in range(0, len(pending), self.batch_size):
+                    await self._write(pending[done:done + self.batch_size])
+                done = len(pending)
+            finally:  # cancelled mid-write (shutdown): the rest, this batch included, stays queued
+                if done < len(pending):
+                    self.queue[:0] = pending[done:]
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        if self.pg_down:
+            await self._to_spool(batch)
+            return
+        try:
+            await self._apply(batch)
+            self.stats["flushed"] += len(batch)
+        except store.UNAVAILABLE as exc:
+            log.warning("Postgres unavailable (%s): spooling %d records", type(exc).__name__, len(batch))
+            self.pg_down = True
+            await self._to_spool(batch)
+        except Exception:  # noqa: BLE001 - never drop money records: keep them on disk, retry later
+            log.exception("credits writer: batch failed; spooled for retry")
+            await asyncio.to_thread(self.spool.append, batch)
+            self.stats["spooled"] += len(batch)
 
     async def replay(self) -> None:
         async with self._lock:
@@ -250,3 +264,5 @@ class Writer:
     async def stop(self) -> None:
         """Shutdown: whatever is queued reaches Postgres or the spool before the worker exits."""
         await self.flush()
+        while self.queue:  # queued by callbacks that ran during that flush
+            await self.flush()
