@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--base", default="none", help="capabilities of the reference proxy ('none' or a list)")
     parser.add_argument("--plugins", default="credits")
     parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=1, help="wrk connections")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/tools/bin/py-spy",
                         help="py-spy binary, or 'none' for the CPU table only")
@@ -127,7 +128,7 @@ async def profile(args: argparse.Namespace) -> int:
                                             "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
                 before = cpu_by_group(proxy.process.pid)
-                r = run_wrk(proxy.url, body, 1, args.duration, workdir)
+                r = run_wrk(proxy.url, body, args.clients, args.duration, workdir)
                 after = cpu_by_group(proxy.process.pid)
                 inclusive, total = collections.Counter(), 0
                 if spy is not None:
@@ -148,7 +149,7 @@ async def profile(args: argparse.Namespace) -> int:
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    print(f"\nbase={args.base} plugins={args.plugins} duration={args.duration}s rate={args.rate}/s, 1 client")
+    print(f"\nbase={args.base} plugins={args.plugins} duration={args.duration}s rate={args.rate}/s, {args.clients} client(s)")
     per_req = {}
     groups = list(next(iter(results.values()))[1])
     print("CPU ms per request, by process group (machine = all cores busy, /proc/stat):")

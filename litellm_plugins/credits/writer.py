@@ -81,10 +81,16 @@ class Writer:
         """Journal ``records`` in Redis (one script call), then queue them for Postgres.
 
         Journalled first, so the flush that deletes the journal entries cannot run before they exist.
+        Sent without awaiting when the send-only connection is up: these are LiteLLM's logging
+        callbacks, which with a closed-loop client run while the next request is being served, and
+        redis-py's several awaits let them interleave with it (a streamed request at one client).
+        The journal's bytes are in the kernel before the records are queued, and the flush that
+        deletes them goes out a Postgres round trip later; were the delete to arrive first anyway,
+        the entry would be an orphan that the reconciler writes again, which changes nothing.
         Without Redis the records are still queued (the journal is a second copy, not the only one).
         """
         if records:
-            await self.journal(records)
+            await self.journal(records, wait=False)
             self.put_all(records)
 
     async def journal(self, records: list[dict[str, Any]], wait: bool = True) -> bool:
