@@ -309,7 +309,7 @@ async def test_response_path_journal_is_sent_without_waiting_and_survives_a_forg
                     "account": hold["account"], "amount": hold["amount"], "ts": hold["t0"], "charge": 400},
                    {"op": "usage", "row": engine.usage_row(ctx, {"response_cost": 0.000004}, hold,
                                                            data["litellm_call_id"], "success", 400, None, {})}]
-        assert await engine.writer.journal(records, wait=False)
+        assert await engine.writer.journal(records)
         fields = await _journal_fields(engine)
         assert sorted(fields) == sorted([f"settle:{hold['id']}".encode(), f"usage:{hold['id']}".encode()])
         held = await engine.cache.redis.hget(engine.cache.holds_key(hold["account"]), hold["id"])

@@ -101,7 +101,7 @@ class SendOnlyRedis:
         return True
 
     def request(self, *args: Any) -> asyncio.Future[Any]:
-        """Send now; the future gets the answer (connection setup only)."""
+        """Send now; the future gets the answer (connection setup, and the credits hold: one write, one await)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._write(args, fut):
             fut.set_exception(ConnectionError("send-only Redis connection is down"))

@@ -188,7 +188,7 @@ class Engine:
         call_id = data.get("litellm_call_id") or hold["id"]
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
-        if await self.writer.journal(records, wait=False):
+        if await self.writer.journal(records):
             hold["journaled"] = records
 
     # ---- after the call (background) -------------------------------------------------------------

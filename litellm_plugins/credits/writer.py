@@ -90,13 +90,13 @@ class Writer:
         Without Redis the records are still queued (the journal is a second copy, not the only one).
         """
         if records:
-            await self.journal(records, wait=False)
+            await self.journal(records)
             self.put_all(records)
 
-    async def journal(self, records: list[dict[str, Any]], wait: bool = True) -> bool:
+    async def journal(self, records: list[dict[str, Any]]) -> bool:
         """One script call: the records into the shared journal, the hold shrunk / dropped to match.
-        ``wait=False``: sent without awaiting (``CreditCache.send_journal``) when the send-only
-        connection is up, so the caller does not yield to the event loop."""
+        Sent without awaiting (``CreditCache.send_journal``) when the send-only connection is up, so
+        the caller does not yield to the event loop; awaited through redis-py when it is down."""
         money = next((r for r in records if r["op"] in ("settle", "void")), None)
         row = next((r["row"] for r in records if r["op"] == "usage"), None)
         account = (money or {}).get("account") or (row or {}).get("account")
@@ -107,7 +107,7 @@ class Writer:
             try:
                 args = (account, money["id"] if money else "", money["op"] if money else "",
                         int(money.get("charge", 0)) if money else 0, entries)
-                if wait or not self.cache.send_journal(*args):
+                if not self.cache.send_journal(*args):
                     await self.cache.journal(*args)
                 return True
             except (RedisError, OSError) as exc:
@@ -141,14 +141,12 @@ class Writer:
                 self._last_replay = now
                 await self._replay_locked()
             pending, self.queue = self.queue, []
-            done = 0
-            try:
-                for done in range(0, len(pending), self.batch_size):
-                    await self._write(pending[done:done + self.batch_size])
-                done = len(pending)
-            finally:  # cancelled mid-write (shutdown): the rest, this batch included, stays queued
-                if done < len(pending):
-                    self.queue[:0] = pending[done:]
+            for start in range(0, len(pending), self.batch_size):
+                try:
+                    await self._write(pending[start:start + self.batch_size])
+                except BaseException:  # cancelled mid-write (shutdown): this batch and the rest stay queued
+                    self.queue[:0] = pending[start:]
+                    raise
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         if self.pg_down:
