@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +116,15 @@ def proxy_env(workdir: Path, dsn: str, byok: bool) -> dict[str, str]:
     return env
 
 
-async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
+@contextlib.asynccontextmanager
+async def two_proxies(chosen: set[str], workers: int, model: str = "auto"
+                      ) -> AsyncIterator[tuple[dict[str, tuple[ProxyProcess, str]], str, Path]]:
+    """The fake provider, a throwaway database and Redis prefix, and the two proxies under test.
+
+    Yields ``({"bare": (proxy, model), "plugins": (proxy, model)}, served group, workdir)``: the
+    plugins proxy is asked for ``model`` (``auto``: ``eco`` when routing is on), the bare proxy for
+    the group the plugins proxy served it from, so both call the same deployment.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="bench_"))
     fake_port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.support.fake_provider", "--port", str(fake_port)],
@@ -129,14 +139,12 @@ async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
             bare_cfg["litellm_settings"]["callbacks"] = []
             plug_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
                                                                   **plugin_settings(chosen)}})
-            bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=args.workers, plugins=False)
-            plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=args.workers)
+            bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=workers, plugins=False)
+            plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=workers)
             for proxy in (bare, plug):  # registered before start: a failed start is still cleaned up
                 proxies.append(proxy)
                 proxy.start()
 
-            model = args.model
-            served = model
             if model == "auto":
                 model = "eco" if "routing" in chosen else "gpt-4o-mini"
             probe = httpx.post(plug.url + "/v1/chat/completions", timeout=30,
@@ -146,40 +154,43 @@ async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
             served = probe.headers.get("x-litellm-plugins-model-group", model)
             print(f"plugins proxy: model={model!r} served by group {served!r}; bare proxy: model={served!r}",
                   flush=True)
-
-            cells = [(c, m) for c in map(int, args.clients.split(",")) for m in args.modes.split(",")]
-            results: dict[str, dict[str, list[dict[str, float]]]] = {"bare": {}, "plugins": {}}
-            variants = {"bare": (bare, served), "plugins": (plug, model)}
-            for name, (proxy, m) in variants.items():  # warm-up, not recorded
-                run_wrk(proxy.url, {"model": m, "messages": [{"role": "user", "content": "warm up"}]},
-                        4, 3, workdir)
-            for round_no in range(args.rounds):
-                order = ["bare", "plugins"] if round_no % 2 == 0 else ["plugins", "bare"]
-                for clients, mode in cells:
-                    for name in order:
-                        proxy, m = variants[name]
-                        body = {"model": m, "messages": [{"role": "user", "content": "Say something short."}],
-                                "max_tokens": 16}
-                        if mode == "stream":
-                            body["stream"] = True
-                        r = run_wrk(proxy.url, body, clients, args.duration, workdir)
-                        results[name].setdefault(f"{clients}:{mode}", []).append(r)
-                        print(f"round {round_no + 1} {name:8s} c={clients:<3d} {mode:6s} "
-                              f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms rps={r['rps']:.1f} "
-                              f"non2xx={r['non_2xx']} sockerr={r['socket_errors']}", flush=True)
-            report(results, args, chosen, served)
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                                 "plugins": sorted(chosen), "results": results}, indent=2))
-            failed = any(r["non_2xx"] or r["socket_errors"] for v in results.values() for rs in v.values()
-                         for r in rs)
-            return 1 if failed else 0
+            yield {"bare": (bare, served), "plugins": (plug, model)}, served, workdir
     finally:
         for proxy in proxies:
             proxy.stop()
         fake.terminate()
         fake.wait(timeout=10)
+
+
+async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
+    async with two_proxies(chosen, args.workers, args.model) as (variants, served, workdir):
+        cells = [(c, m) for c in map(int, args.clients.split(",")) for m in args.modes.split(",")]
+        results: dict[str, dict[str, list[dict[str, float]]]] = {"bare": {}, "plugins": {}}
+        for name, (proxy, m) in variants.items():  # warm-up, not recorded
+            run_wrk(proxy.url, {"model": m, "messages": [{"role": "user", "content": "warm up"}]},
+                    4, 3, workdir)
+        for round_no in range(args.rounds):
+            order = ["bare", "plugins"] if round_no % 2 == 0 else ["plugins", "bare"]
+            for clients, mode in cells:
+                for name in order:
+                    proxy, m = variants[name]
+                    body = {"model": m, "messages": [{"role": "user", "content": "Say something short."}],
+                            "max_tokens": 16}
+                    if mode == "stream":
+                        body["stream"] = True
+                    r = run_wrk(proxy.url, body, clients, args.duration, workdir)
+                    results[name].setdefault(f"{clients}:{mode}", []).append(r)
+                    print(f"round {round_no + 1} {name:8s} c={clients:<3d} {mode:6s} "
+                          f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms rps={r['rps']:.1f} "
+                          f"non2xx={r['non_2xx']} sockerr={r['socket_errors']}", flush=True)
+        report(results, args, chosen, served)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
+                                             "plugins": sorted(chosen), "results": results}, indent=2))
+        failed = any(r["non_2xx"] or r["socket_errors"] for v in results.values() for rs in v.values()
+                     for r in rs)
+        return 1 if failed else 0
 
 
 def paired_added(bare_rows: list[dict], plug_rows: list[dict], key: str = "p50_ms",
