@@ -8,8 +8,10 @@ than rounds can be paired, so its 95% intervals stay about a millisecond wide â€
 0.5 ms target. Here a single closed-loop client (one request in flight, one keep-alive connection
 per proxy, like ``wrk -c 1``) sends ``--burst`` requests to one proxy, then as many to the other,
 alternating which goes first, until each has served ``--requests``. Machine slowdowns longer than a
-burst (~0.2 s) hit both alike. Each proxy still serves its burst back to back, so its background
-work (the credits writer flushes every 0.2 s) lands between its own requests as under ``wrk``.
+burst (~0.2 s) hit both alike. Caveat: each proxy is idle while the other serves its burst, so
+about half of its periodic background work (the credits writer's flushes, health refreshes) runs
+when no request of its own is waiting, which ``wrk -c 1`` would not allow; background costs are
+under-counted by about half. The request-path costs are counted in full.
 
 Reports per mode: p50, p99 and mean of each, and the added p50 / mean with a 95% interval from a
 bootstrap over burst pairs (pairs stay together, so the time pairing survives resampling). The
