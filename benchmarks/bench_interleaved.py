@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import BENCH_KEY, CAPABILITIES, two_proxies  # noqa: E402
+from bench_proxy import BENCH_KEY, chosen_of, two_proxies  # noqa: E402
 
 
 class Connection:
@@ -91,6 +91,7 @@ def raw_request(url: str, model: str, stream: bool) -> bytes:
 
 
 def p(values: list[float], q: float) -> float:
+    """The q-quantile, nearest rank (for p99; p50s use statistics.median like the bootstrap)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -134,33 +135,36 @@ async def run_mode(variants: dict, stream: bool, requests: int, burst: int) -> d
             "added_mean": bootstrap(pairs, statistics.fmean)}
 
 
+HEADER = ("| mode | bare p50 ms | plugins p50 ms | added p50 ms [95% CI] | bare mean ms | plugins mean ms "
+          "| added mean ms [95% CI] | bare p99 ms | plugins p99 ms |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(mode: str, r: dict) -> str:
+    d, lo, hi = r["added_p50"]
+    m, mlo, mhi = r["added_mean"]
+    bare, plug = r["bare"], r["plugins"]
+    return (f"| {mode} | {statistics.median(bare):.2f} | {statistics.median(plug):.2f} "
+            f"| {d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {statistics.fmean(bare):.2f} | {statistics.fmean(plug):.2f} "
+            f"| {m:+.2f} [{mlo:+.2f}, {mhi:+.2f}] | {p(bare, .99):.2f} | {p(plug, .99):.2f} |")
+
+
 async def main_async(args: argparse.Namespace, chosen: set[str]) -> int:
     rows = []
     async with two_proxies(chosen, args.workers, args.model) as (variants, served, _workdir):
         for mode in args.modes.split(","):
             result = await run_mode(variants, mode == "stream", args.requests, args.burst)
             rows.append((mode, result))
-            d, lo, hi = result["added_p50"]
-            print(f"{mode}: bare p50 {p(result['bare'], .5):.2f} ms, plugins p50 {p(result['plugins'], .5):.2f} ms, "
-                  f"added {d:+.2f} [{lo:+.2f}, {hi:+.2f}]; errors {result['errors']}", flush=True)
+            print(f"{table_row(mode, result)} errors {result['errors']}", flush=True)
     print(f"\n### interleaved: plugins={','.join(sorted(chosen)) or 'none'} workers={args.workers} "
           f"requests={args.requests} per proxy, burst={args.burst}, model group={served}\n")
-    print("| mode | bare p50 ms | plugins p50 ms | added p50 ms [95% CI] | bare mean ms | plugins mean ms "
-          "| added mean ms [95% CI] | bare p99 ms | plugins p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    failed = False
+    print(HEADER)
     for mode, r in rows:
-        d, lo, hi = r["added_p50"]
-        m, mlo, mhi = r["added_mean"]
-        print(f"| {mode} | {p(r['bare'], .5):.2f} | {p(r['plugins'], .5):.2f} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
-              f"| {statistics.fmean(r['bare']):.2f} | {statistics.fmean(r['plugins']):.2f} "
-              f"| {m:+.2f} [{mlo:+.2f}, {mhi:+.2f}] | {p(r['bare'], .99):.2f} | {p(r['plugins'], .99):.2f} |")
-        failed = failed or any(r["errors"].values())
+        print(table_row(mode, r))
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "served": served,
                                          "results": {m: {k: r[k] for k in ("bare", "plugins", "errors")}
                                                      for m, r in rows}}))
-    return 1 if failed else 0
+    return 1 if any(any(r["errors"].values()) for _, r in rows) else 0
 
 
 def main() -> int:
@@ -174,11 +178,10 @@ def main() -> int:
                         help="model for the plugins proxy ('auto' = the group routing picks for eco)")
     parser.add_argument("--json", type=Path, help="write the raw latencies here")
     args = parser.parse_args()
-    chosen = set(CAPABILITIES) if args.plugins == "all" else set(filter(None, args.plugins.split(",")))
-    chosen.discard("none")
-    unknown = chosen - set(CAPABILITIES)
-    if unknown:
-        parser.error(f"unknown capability: {', '.join(sorted(unknown))}")
+    try:
+        chosen = chosen_of(args.plugins)
+    except ValueError as exc:
+        parser.error(str(exc))
     return asyncio.run(main_async(args, chosen))
 
 

@@ -76,6 +76,17 @@ def run_wrk(url: str, body: dict, clients: int, duration: int, workdir: Path) ->
         raise RuntimeError(f"unreadable wrk output:\n{out}") from None
 
 
+def chosen_of(spec: str) -> set[str]:
+    """``--plugins``: ``all``, ``none`` (every hook registered, every capability off) or a comma list."""
+    if spec == "all":
+        return set(CAPABILITIES)
+    chosen = set() if spec == "none" else set(filter(None, spec.split(",")))
+    unknown = chosen - set(CAPABILITIES)
+    if unknown:
+        raise ValueError(f"unknown capability: {', '.join(sorted(unknown))}")
+    return chosen
+
+
 def plugin_settings(chosen: set[str]) -> dict:
     settings: dict = {cap: {"enabled": cap in chosen} for cap in CAPABILITIES}
     if "health" in chosen:
@@ -99,7 +110,10 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
-    chosen = set(CAPABILITIES) if args.plugins == "all" else set(filter(None, args.plugins.split(",")))
+    try:
+        chosen = chosen_of(args.plugins)
+    except ValueError as exc:
+        parser.error(str(exc))
     return asyncio.run(bench(args, chosen))
 
 

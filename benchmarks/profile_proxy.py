@@ -38,7 +38,7 @@ import asyncio  # noqa: E402
 
 import httpx  # noqa: E402
 from cpu import cpu_by_group  # noqa: E402
-from bench_proxy import BENCH_KEY, CAPABILITIES, plugin_settings, proxy_env, run_wrk  # noqa: E402
+from bench_proxy import BENCH_KEY, chosen_of, plugin_settings, proxy_env, run_wrk  # noqa: E402
 
 from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import ProxyProcess, test_config  # noqa: E402
@@ -82,12 +82,6 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy the raw profiles here")
     args = parser.parse_args()
     return asyncio.run(profile(args))
-
-
-def chosen_of(spec: str) -> set[str]:
-    if spec == "all":
-        return set(CAPABILITIES)
-    return set() if spec == "none" else set(filter(None, spec.split(",")))
 
 
 async def profile(args: argparse.Namespace) -> int:

@@ -44,8 +44,7 @@ class CreditsSettings(BaseModel):
                            description="Durable spool for writes made while Postgres is down.")
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     writer_batch_size: int = Field(default=500, ge=1, le=10_000)
-    # 1 s, not 0.2: at one client each flush delayed the requests it overlapped (p50 -0.60 ms
-    # [-1.01, -0.22] measured with benchmarks/bench_interleaved.py); costs up to 1 s of API lag.
+    # Why 1 s and what it costs: docs/credits.md, "Writer".
     writer_interval_seconds: float = Field(default=1.0, gt=0, le=10)
     on_redis_error: Literal["reject", "allow"] = Field(
         default="reject", description="reject = 503 when Redis cannot place the hold; allow = serve unheld.")
