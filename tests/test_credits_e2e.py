@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 import yaml
 
 from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import MASTER_KEY
+from tests.support.services import REDIS_URL
 
 PROXY_CFG = yaml.safe_load((Path(__file__).resolve().parents[1] / "proxy_config.yaml").read_text())
 PRICES = {m["model_name"]: (Decimal(str(m["litellm_params"].get("input_cost_per_token", 0))),
@@ -349,3 +352,42 @@ async def test_failed_attempt_then_successful_retry_charges_once(proxy, keys, fa
     assert [row["delta"] for row in rows] == [-expected_units("gpt-4o-mini", body)]
     usage = await db_fetch(module_database, "SELECT status FROM usage_log WHERE account = 'user:retry-user'")
     assert [u["status"] for u in usage] == ["success"]
+
+
+async def test_a_busy_account_holds_from_a_lease_charges_exactly_and_gives_it_back(proxy, keys, fake,
+                                                                                    module_database):
+    """Sequential requests of one account: after the first two, the proxy takes holds out of a
+    per-worker lease (a ``lease:`` entry in the account's Redis holds while the traffic lasts,
+    credits/lease.py); every request is still charged exactly once, and soon after the traffic
+    stops the lease is given back: nothing held, the balance exact, the books verify."""
+    keys.add("sk-lessee", user_id="lessee")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "lease me"}], "max_tokens": 20}
+    holds_key = f"{proxy.config['litellm_plugins']['redis_key_prefix']}credits:holds:user:lessee"
+    rds = redis.Redis.from_url(REDIS_URL)
+    leases_seen, leased_shown = set(), set()
+    with proxy.client("sk-lessee") as c:
+        for _ in range(20):
+            r = c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            fields = rds.hkeys(holds_key)
+            leases_seen |= {f for f in fields if f.startswith(b"lease:")}
+            shown = c.get("/plugins/credits/balance").json()  # the API shows leases apart from held
+            assert units_of(shown["available"]) == units_of(shown["balance"]) - units_of(shown["held"]) \
+                - units_of(shown["leased"]), shown
+            leased_shown.add(units_of(shown["leased"]))
+            worst = units_of(r.headers["x-litellm-plugins-credits-held"])  # what each hold sets aside
+    assert leases_seen, "no request was held from a lease"
+    assert max(leased_shown) == 8 * worst, (leased_shown, worst)  # lease_requests worst cases, untouched
+    want = expected_units("gpt-4o-mini", body)
+    rows = await settled(module_database, "user:lessee", 20)
+    assert [row["delta"] for row in rows] == [-want] * 20
+    deadline = time.time() + 10
+    while True:
+        left, b = rds.hgetall(holds_key), balance(proxy, "sk-lessee")
+        if (not left and b["held"] == b["leased"] == "0.000000") or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert not left and b["held"] == "0.000000" and b["leased"] == "0.000000", (left, b)
+    assert units_of(b["balance"]) == 1000 * 1_000_000 - 20 * want
+    result = verify_cli(proxy, module_database)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -122,7 +122,8 @@ async def test_redis_flushall_mid_run_leaves_balances_right(proxy, keys, fake, p
                 (await fetch(pg.dsn, "SELECT balance FROM credit_accounts WHERE account = 'user:flush-user'"))[0]["balance"]):
             break
         time.sleep(0.3)
-    assert b["held"] == "0.000000", b
+    holds = rds.client().hgetall(f"{proxy.config['litellm_plugins']['redis_key_prefix']}credits:holds:user:flush-user")
+    assert b["held"] == "0.000000", (b, holds)
     assert int(cached[b"balance"]) == START - ok * expected_units("gpt-4o-mini", BODY)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from redis.asyncio.connection import SSLConnection, parse_url
 log = logging.getLogger("litellm_plugins.redis")
 
 ErrorCallback = Callable[[hiredis.ReplyError], None]
+ReplyCallback = Callable[[Any], None]
 MAX_PENDING = 10_000  # unanswered commands; past it Redis is treated as unavailable
 
 
@@ -37,6 +39,15 @@ def pack(args: tuple[Any, ...]) -> bytes:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+class _OnReply:
+    """Marks a callback that wants every answer (``send(on_reply=...)``), not only errors."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: ReplyCallback) -> None:
+        self.callback = callback
 
 
 class _Protocol(asyncio.Protocol):
@@ -65,7 +76,8 @@ class SendOnlyRedis:
         self.connect_timeout = connect_timeout
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._pending: collections.deque[asyncio.Future[Any] | ErrorCallback | None] = collections.deque()
+        self._pending: collections.deque[asyncio.Future[Any] | ErrorCallback | _OnReply | None] = collections.deque()
+        self.generation = 0  # +1 per connection opened: state learnt on an older one may be stale
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -84,6 +96,7 @@ class SendOnlyRedis:
             log.warning("send-only Redis connection to %s:%s failed: %s", self.host, self.port, exc)
             return False
         self._transport, self._protocol = transport, protocol
+        self.generation += 1
         setup: list[tuple[Any, ...]] = []
         if self.password:
             setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -107,11 +120,14 @@ class SendOnlyRedis:
             fut.set_exception(ConnectionError("send-only Redis connection is down"))
         return fut
 
-    def send(self, *args: Any, on_error: ErrorCallback | None = None) -> bool:
-        """Hand the command to the kernel without yielding; False if the connection is down."""
-        return self._write(args, on_error)
+    def send(self, *args: Any, on_error: ErrorCallback | None = None, on_reply: ReplyCallback | None = None) -> bool:
+        """Hand the command to the kernel without yielding; False if the connection is down.
 
-    def _write(self, args: tuple[Any, ...], waiter: asyncio.Future[Any] | ErrorCallback | None) -> bool:
+        ``on_reply`` gets every answer (errors included) as it is parsed; otherwise ``on_error``
+        gets error answers only. Callbacks run on the event loop and must not block."""
+        return self._write(args, _OnReply(on_reply) if on_reply is not None else on_error)
+
+    def _write(self, args: tuple[Any, ...], waiter: asyncio.Future[Any] | ErrorCallback | _OnReply | None) -> bool:
         if not self.connected or len(self._pending) >= MAX_PENDING:
             self._ensure_reconnect()
             return False
@@ -125,6 +141,11 @@ class SendOnlyRedis:
         if isinstance(waiter, asyncio.Future):
             if not waiter.done():
                 waiter.set_result(reply)
+        elif isinstance(waiter, _OnReply):
+            try:
+                waiter.callback(reply)
+            except Exception:  # noqa: BLE001 - a callback must not break the reader
+                log.exception("send-only Redis reply callback failed")
         elif isinstance(reply, hiredis.ReplyError):
             if waiter is not None:
                 waiter(reply)
@@ -139,6 +160,9 @@ class SendOnlyRedis:
         for waiter in pending:
             if isinstance(waiter, asyncio.Future) and not waiter.done():
                 waiter.set_exception(ConnectionError("Redis connection lost"))
+            elif isinstance(waiter, _OnReply):
+                with contextlib.suppress(Exception):
+                    waiter.callback(ConnectionError("Redis connection lost"))
         if pending:
             log.warning("send-only Redis connection lost with %d unanswered commands", len(pending))
         self._ensure_reconnect()

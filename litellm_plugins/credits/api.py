@@ -48,18 +48,20 @@ async def get_balance(account: str | None = Query(default=None),
             not_found(f"no credit account {acct!r}", "account")
         eng = engine()
         start = eng.starting_units if eng else 0
-        return {"account": acct, "balance": fmt(start), "held": fmt(0), "available": fmt(start), "opened": False}
-    held = row["held"]
+        return {"account": acct, "balance": fmt(start), "held": fmt(0), "leased": fmt(0), "available": fmt(start),
+                "opened": False}
+    held, leased = row["held"], 0
     eng = engine()
     if eng is not None:
         try:
-            snap = await eng.cache.snapshot(acct)
+            snap = await eng.cache.with_leases(acct)
             if snap is not None:
-                held = snap[1]
+                held, leased = snap[1] - snap[2], snap[2]
         except (RedisError, OSError):
             pass
-    return {"account": acct, "balance": fmt(row["balance"]), "held": fmt(held),
-            "available": fmt(row["balance"] - held), "opened": True}
+    # held: in-flight requests; leased: set aside by busy workers (credits/lease.py), spent by nobody
+    return {"account": acct, "balance": fmt(row["balance"]), "held": fmt(held), "leased": fmt(leased),
+            "available": fmt(row["balance"] - held - leased), "opened": True}
 
 
 @credits_router.get("/ledger")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import hiredis
 import redis.asyncio as aioredis
@@ -31,17 +31,77 @@ log = logging.getLogger("litellm_plugins.credits")
 HOLD_TIMEOUT_SECONDS = 2.0  # as the redis-py client's socket timeout (core/redis.py)
 
 HOLD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
-local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, 0} end
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held} end
+if ARGV[4] and ARGV[4] ~= '' then
+  local old = redis.call('HGET', KEYS[2], ARGV[4])
+  if old then
+    local rest = tonumber(string.match(old, '^(%-?%d+)'))
+    redis.call('HDEL', KEYS[2], ARGV[4])
+    if rest ~= 0 then redis.call('HINCRBY', KEYS[1], 'held', -rest) end  -- '-0' is no integer to Redis
+    held = held - rest
+  end
+end
+local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held, 0} end
 local amt = tonumber(ARGV[2])
-if bal - held < amt then return {0, bal, held} end
+if bal - held < amt then return {0, bal, held, 0} end
 if amt > 0 then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'held', amt)
+  held = held + amt
 end
-return {1, bal, held + amt}
+local granted = 0
+if ARGV[5] and ARGV[5] ~= '' then
+  local size = tonumber(ARGV[6])
+  if size > 0 and bal - held - size >= tonumber(ARGV[7]) * size then
+    redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[3])
+    redis.call('HINCRBY', KEYS[1], 'held', size)
+    granted = size
+  end
+end
+return {1, bal, held, granted}
+"""
+
+# A hold carved from this worker's lease (``lease.Leases``), sent without waiting for the answer:
+# the lease already counts in ``held``, so the amount moves from the lease entry to the hold's own
+# entry and ``held`` does not change. If the lease is gone (FLUSHALL, a Redis restart, returned or
+# expired) the hold is placed unchecked -- the request is already on its way to the provider -- and
+# the answer tells the worker to stop using the lease. Without the account hash (flushed) only the
+# hold entry is written; the load-if-absent script counts it when the account is rebuilt.
+# -> {status (1 carved, 0 lease gone, 2 already placed), balance, held} (balance/held 0: not cached)
+CARVE = """
+local amt = tonumber(ARGV[3])
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+local status = 2
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
+  status = 0
+  local e = redis.call('HGET', KEYS[2], ARGV[1])
+  if e and tonumber(string.match(e, '^(%-?%d+)')) >= amt then
+    local rest = tonumber(string.match(e, '^(%-?%d+)')) - amt
+    redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', rest) .. ':' .. (string.match(e, ':(%d+)$') or ARGV[4]))
+    status = 1
+  elseif exists then
+    redis.call('HINCRBY', KEYS[1], 'held', amt)
+  end
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. ARGV[4])
+end
+if not exists then return {status, 0, 0} end
+return {status, tonumber(redis.call('HGET', KEYS[1], 'balance')), tonumber(redis.call('HGET', KEYS[1], 'held') or '0')}
+"""
+
+# The balance API's view, read atomically: {balance, held, of which leases} (nil if not cached).
+# Leases (lease.py) are set aside, not spent by any request; the API shows them apart from ``held``.
+LEASED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local leased = 0
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 1, #entries, 2 do
+  if string.sub(entries[i], 1, 6) == 'lease:' then
+    leased = leased + tonumber(string.match(entries[i + 1], '^(%-?%d+)'))
+  end
+end
+return {tonumber(redis.call('HGET', KEYS[1], 'balance')), tonumber(redis.call('HGET', KEYS[1], 'held') or '0'), leased}
 """
 
 LOAD = """
@@ -64,7 +124,7 @@ local function release(acct, holds, id, bal, ver)
   if e then
     local amt = tonumber(string.match(e, '^(%-?%d+)'))
     redis.call('HDEL', holds, id)
-    if exists then redis.call('HINCRBY', acct, 'held', -amt) end
+    if exists and amt ~= 0 then redis.call('HINCRBY', acct, 'held', -amt) end  -- a used-up lease is 0
   end
   if bal ~= '' and exists then
     local v = tonumber(redis.call('HGET', acct, 'version') or '-1')
@@ -112,7 +172,7 @@ if ARGV[1] ~= '' then
     local exists = redis.call('EXISTS', KEYS[1]) == 1
     if ARGV[1] == 'void' then
       redis.call('HDEL', KEYS[2], ARGV[2])
-      if exists then redis.call('HINCRBY', KEYS[1], 'held', -old) end
+      if exists and old ~= 0 then redis.call('HINCRBY', KEYS[1], 'held', -old) end
     else
       redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. (string.match(e, ':(%d+)$') or ARGV[4]))
       if exists then redis.call('HINCRBY', KEYS[1], 'held', tonumber(ARGV[3]) - old) end
@@ -130,6 +190,8 @@ class CreditCache:
         self.prefix = prefix
         self.sender = sender  # the response path's journal (send_journal)
         self._hold = redis.register_script(HOLD)
+        self._carve = redis.register_script(CARVE)
+        self._leased = redis.register_script(LEASED)
         self._load = redis.register_script(LOAD)
         self._release = redis.register_script(RELEASE)
         self._release_batch = redis.register_script(RELEASE_BATCH)
@@ -156,8 +218,12 @@ class CreditCache:
         text = key.decode() if isinstance(key, bytes) else key
         return text[len(self.acct_key("")):]
 
-    async def hold(self, account: str, hold_id: str, amount: int) -> tuple[int, int, int]:
-        """-> (status, balance, held): status 1 placed (or already placed), 0 insufficient, -1 not cached.
+    async def hold(self, account: str, hold_id: str, amount: int,
+                   lease: tuple[str, str, int, int] = ("", "", 0, 0)) -> tuple[int, int, int, int]:
+        """-> (status, balance, held, lease granted): status 1 placed (or already placed), 0
+        insufficient, -1 not cached. ``lease`` = (this worker's previous lease on the account to
+        return first, the field of a new lease to take, its size, the headroom it needs): see
+        ``lease.Leases``; the default asks for none.
 
         Through the send-only connection when it is up: one write and one await for the answer.
         redis-py's call path awaits several times (pool, connection check, drain, answer), and at
@@ -165,7 +231,7 @@ class CreditCache:
         cannot be avoided. Redis-py (which also loads a forgotten script) otherwise.
         """
         keys = [self.acct_key(account), self.holds_key(account)]
-        args = [hold_id, amount, int(time.time())]
+        args = [hold_id, amount, int(time.time()), *lease]
         res = None
         if self.sender is not None and self.sender.connected:
             try:
@@ -179,7 +245,39 @@ class CreditCache:
                 res = None
         if res is None:
             res = await self._hold(keys=keys, args=args)
-        return int(res[0]), int(res[1]), int(res[2])
+        return int(res[0]), int(res[1]), int(res[2]), int(res[3])
+
+    def send_carve(self, account: str, lease_field: str, hold_id: str, amount: int,
+                   on_reply: Callable[[object], None]) -> bool:
+        """Place a hold carved from a lease without awaiting (``CARVE``); False if the send-only
+        connection is down. ``on_reply`` gets the answer, or the exception that replaced it."""
+        if self.sender is None:
+            return False
+        keys = [self.acct_key(account), self.holds_key(account)]
+        args = [lease_field, hold_id, amount, int(time.time())]
+
+        def answered(reply: object) -> None:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT") and \
+                    self.sender is not None and self.sender.send("EVAL", CARVE, len(keys), *keys, *args,
+                                                                 on_reply=on_reply):
+                return
+            on_reply(reply)
+
+        return self.sender.send("EVALSHA", self._carve.sha, len(keys), *keys, *args, on_reply=answered)
+
+    def send_release(self, account: str, hold_id: str) -> bool:
+        """``release`` without awaiting (a lease given back); False if the send-only connection is down."""
+        if self.sender is None:
+            return False
+        keys = [self.acct_key(account), self.holds_key(account)]
+        args = [hold_id, "", ""]
+
+        def failed(error: Exception) -> None:
+            if not (str(error).startswith("NOSCRIPT") and self.sender is not None
+                    and self.sender.send("EVAL", RELEASE, len(keys), *keys, *args)):
+                log.warning("credits: lease release refused by Redis (%s); the reconciler will release it", error)
+
+        return self.sender.send("EVALSHA", self._release.sha, len(keys), *keys, *args, on_error=failed)
 
     async def load(self, account: str, balance: int, version: int,
                    holds: Iterable[tuple[str, int, int]]) -> bool:
@@ -243,6 +341,11 @@ class CreditCache:
                         "Postgres", error)
 
         return self.sender.send("EVALSHA", self._journal.sha, len(keys), *keys, *args, on_error=failed)
+
+    async def with_leases(self, account: str) -> tuple[int, int, int] | None:
+        """(balance, held, the part of held that is leases) in one atomic read; None if not cached."""
+        res = await self._leased(keys=[self.acct_key(account), self.holds_key(account)])
+        return None if res is None else (int(res[0]), int(res[1]), int(res[2]))
 
     async def snapshot(self, account: str) -> tuple[int, int, int] | None:
         values = await self.redis.hmget(self.acct_key(account), "balance", "held", "version")

@@ -1,8 +1,9 @@
 """The credits logic behind the hooks: hold before the call, settle or void after, usage rows.
 
 One ``Engine`` per worker (built by ``hook.start``). The request path (``pre_call``) costs one
-Redis script call: account and tier come from the auth object, the price from a table built at
-startup, the Postgres hold row is queued for the writer. Only a cold account (first request, or
+Redis script call -- sent without waiting for its answer when this worker holds a lease on the
+account (``lease.py``), awaited otherwise: account and tier come from the auth object, the price
+from a table built at startup, the Postgres hold row is queued for the writer. Only a cold account (first request, or
 after Redis lost its data) reads Postgres on the request path, once.
 """
 
@@ -27,6 +28,7 @@ from litellm_plugins.core.redis_send import SendOnlyRedis
 from litellm_plugins.core.runtime import Runtime
 from litellm_plugins.credits import store
 from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
 from litellm_plugins.credits.pricing import build_price_table, request_groups, worst_case_usd
 from litellm_plugins.credits.settings import CreditsSettings
@@ -52,6 +54,8 @@ class Engine:
         self.writer = Writer(rt.pool, self.cache, self.spool, self.settings.writer_batch_size,
                              self.settings.writer_interval_seconds, self.settings.hold_ttl_seconds,
                              self.starting_units)
+        self.leases = Leases(self.cache, self.settings.lease_requests, self.settings.lease_seconds,
+                             self.settings.lease_headroom)
         self._load_locks: dict[str, asyncio.Lock] = {}
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -112,15 +116,21 @@ class Engine:
             hold["byok"] = True
             return
         amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
+        leased_balance = self.leases.take(account, hold["id"], amount) if amount > 0 else None
+        if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
+            self._placed(hold, data, amount, leased_balance)
+            return
+        lease_args, generation = self.leases.exact_args(account, amount)
+        sent_at = time.monotonic()
         try:
             try:
-                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
             except RedisConnectionError:  # a pooled connection that died with a Redis restart: once more
-                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
             if status == -1:
                 hold["rejected"] = True  # until placed: a 503 from the rebuild is a pre-call rejection
                 await self.ensure_cached(account)
-                status, balance, held = await self.cache.hold(account, hold["id"], amount)
+                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
                 hold.pop("rejected", None)
         except (RedisError, OSError) as exc:
             if self.settings.on_redis_error == "allow":
@@ -130,17 +140,23 @@ class Engine:
                 return
             hold["rejected"] = True
             service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+        finally:
+            self.leases.answered(account, lease_args)
+        self.leases.after_exact(account, lease_args, generation, granted, balance, sent_at)
         if status != 1:
             hold["rejected"] = True
             available = max(balance - held, 0)
             raise plugin_error(
                 402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
                 "insufficient_credits")
+        self._placed(hold, data, amount, balance)
+
+    def _placed(self, hold: dict[str, Any], data: dict[str, Any], amount: int, balance: int) -> None:
         hold["amount"] = amount
         hold["balance"] = balance
         if amount > 0:
             self.writer.put({"op": "hold", "id": hold["id"], "call_id": data.get("litellm_call_id") or hold["id"],
-                             "account": account, "amount": amount, "ts": hold["t0"]})
+                             "account": hold["account"], "amount": amount, "ts": hold["t0"]})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
         ctx = (data.get("metadata") or {}).get(context.CONTEXT_KEY)
@@ -351,7 +367,8 @@ class Engine:
     async def _reconcile(self) -> dict[str, int]:
         ttl = self.settings.hold_ttl_seconds
         now = int(time.time())
-        report = {"expired": 0, "released": 0, "refreshed": 0}
+        report = {"expired": 0, "released": 0, "leases": 0, "refreshed": 0}
+        lease_stale = self.settings.lease_seconds + STALE_AFTER_EXPIRY_SECONDS
         async with self.rt.pool.acquire(timeout=5.0) as conn:
             for hold_id, account in await store.expire_old(conn, ttl):
                 await self.cache.release(account, hold_id)
@@ -364,7 +381,11 @@ class Engine:
                 old = {}
                 for hid, value in entries.items():
                     amount_s, _, ts_s = value.decode().partition(":")
-                    if now - int(ts_s or 0) > 10:
+                    if hid.startswith(b"lease:"):  # a worker's lease (lease.py): its holds are entries of their own
+                        if now - int(ts_s or 0) > lease_stale:
+                            await self.cache.release(account, hid.decode())
+                            report["leases"] += 1
+                    elif now - int(ts_s or 0) > 10:
                         old[hid.decode()] = int(ts_s or 0)
                 if not old:
                     continue

@@ -41,6 +41,9 @@ async def start(rt: Runtime) -> None:
         rt.tasks.on_stop(_engine.cache.sender.close)
     rt.tasks.start("credits-writer", _engine.writer.run)
     rt.tasks.start("credits-reconciler", _engine.reconcile_forever)
+    if _engine.leases.enabled:
+        rt.tasks.start("credits-leases", _engine.leases.run)
+        rt.tasks.on_stop(_engine.leases.close)
     rt.tasks.on_stop(_engine.writer.stop)
 
 

@@ -46,6 +46,16 @@ class CreditsSettings(BaseModel):
     writer_batch_size: int = Field(default=500, ge=1, le=10_000)
     # Why 1 s and what it costs: docs/credits.md, "Writer".
     writer_interval_seconds: float = Field(default=1.0, gt=0, le=10)
+    # Leases (docs/credits.md, "Leases"): holds placed without waiting for Redis while plenty is left.
+    lease_requests: int = Field(default=8, ge=0, le=1000,
+                                description="A lease sets aside this many worst cases of the request "
+                                            "that takes it; 0 turns leases off.")
+    lease_seconds: float = Field(default=5.0, ge=0.5, le=60,
+                                 description="A worker carves holds from a lease for at most this long; a lease "
+                                             "unused for a fifth of this is given back.")
+    lease_headroom: int = Field(default=10, ge=1, le=10_000,
+                                description="A lease is granted only if the account keeps this many times "
+                                            "its size free afterwards.")
     on_redis_error: Literal["reject", "allow"] = Field(
         default="reject", description="reject = 503 when Redis cannot place the hold; allow = serve unheld.")
 
