@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import BENCH_KEY, chosen_of, two_proxies  # noqa: E402
+from bench_proxy import BENCH_KEY, chosen_of, overrides_of, two_proxies  # noqa: E402
 
 
 class Connection:
@@ -150,13 +150,14 @@ def table_row(mode: str, r: dict) -> str:
 
 async def main_async(args: argparse.Namespace, chosen: set[str]) -> int:
     rows = []
-    async with two_proxies(chosen, args.workers, args.model) as (variants, served, _workdir):
+    async with two_proxies(chosen, args.workers, args.model, args.overrides) as (variants, served, _workdir):
         for mode in args.modes.split(","):
             result = await run_mode(variants, mode == "stream", args.requests, args.burst)
             rows.append((mode, result))
             print(f"{table_row(mode, result)} errors {result['errors']}", flush=True)
     print(f"\n### interleaved: plugins={','.join(sorted(chosen)) or 'none'} workers={args.workers} "
-          f"requests={args.requests} per proxy, burst={args.burst}, model group={served}\n")
+          f"requests={args.requests} per proxy, burst={args.burst}, model group={served}"
+          f"{' set ' + ' '.join(args.set) if args.set else ''}\n")
     print(HEADER)
     for mode, r in rows:
         print(table_row(mode, r))
@@ -177,8 +178,11 @@ def main() -> int:
     parser.add_argument("--model", default="auto",
                         help="model for the plugins proxy ('auto' = the group routing picks for eco)")
     parser.add_argument("--json", type=Path, help="write the raw latencies here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="a setting of the plugins proxy, e.g. credits.lease_requests=0 (repeatable)")
     args = parser.parse_args()
     try:
+        args.overrides = overrides_of(args.set)
         chosen = chosen_of(args.plugins)
     except ValueError as exc:
         parser.error(str(exc))

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx  # noqa: E402
+import yaml  # noqa: E402
 
 from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import KeyFile, ProxyProcess, test_config  # noqa: E402
@@ -87,6 +88,29 @@ def chosen_of(spec: str) -> set[str]:
     return chosen
 
 
+def overrides_of(pairs: list[str]) -> dict:
+    """``--set credits.lease_requests=0`` (repeatable) -> ``{"credits": {"lease_requests": 0}}``:
+    settings of the plugins proxy on top of proxy_config.yaml (values are read as YAML)."""
+    out: dict = {}
+    for pair in pairs:
+        path, sep, value = pair.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--set wants KEY.PATH=VALUE, got {pair!r}")
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def plugin_settings(chosen: set[str]) -> dict:
     settings: dict = {cap: {"enabled": cap in chosen} for cap in CAPABILITIES}
     if "health" in chosen:
@@ -106,7 +130,13 @@ def main() -> int:
     parser.add_argument("--model", default="auto",
                         help="model for the plugins proxy ('auto' = the group routing picks for eco)")
     parser.add_argument("--json", type=Path, help="write raw results here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="a setting of the plugins proxy, e.g. credits.lease_requests=0 (repeatable)")
     args = parser.parse_args()
+    try:
+        args.overrides = overrides_of(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -131,7 +161,7 @@ def proxy_env(workdir: Path, dsn: str, byok: bool) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def two_proxies(chosen: set[str], workers: int, model: str = "auto"
+async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overrides: dict | None = None
                       ) -> AsyncIterator[tuple[dict[str, tuple[ProxyProcess, str]], str, Path]]:
     """The fake provider, a throwaway database and Redis prefix, and the two proxies under test.
 
@@ -152,7 +182,8 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto"
                                                                   **plugin_settings(set())}})
             bare_cfg["litellm_settings"]["callbacks"] = []
             plug_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
-                                                                  **plugin_settings(chosen)}})
+                                                                  **merged(plugin_settings(chosen),
+                                                                           overrides or {})}})
             bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=workers, plugins=False)
             plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=workers)
             for proxy in (bare, plug):  # registered before start: a failed start is still cleaned up
@@ -177,7 +208,7 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto"
 
 
 async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
-    async with two_proxies(chosen, args.workers, args.model) as (variants, served, workdir):
+    async with two_proxies(chosen, args.workers, args.model, args.overrides) as (variants, served, workdir):
         cells = [(c, m) for c in map(int, args.clients.split(",")) for m in args.modes.split(",")]
         results: dict[str, dict[str, list[dict[str, float]]]] = {"bare": {}, "plugins": {}}
         for name, (proxy, m) in variants.items():  # warm-up, not recorded

@@ -113,13 +113,28 @@ async def main(n: int) -> None:
             t0 = time.perf_counter()
             await eng.writer.flush()
             flush_total = time.perf_counter() - t0
-            print(f"hold (request path)      {per_op(holds)}")
+            print(f"hold (request path)      {per_op(holds)}   (redis-py, as when the send-only connection is down)")
             print(f"settle+usage enqueue     {per_op(queues)}")
             print(f"writer flush per request {flush_total / n * 1e6:8.1f} us   ({n} holds+settles+usage rows "
                   f"in {flush_total * 1000:.0f} ms, off the request path)")
             async with pool.acquire() as c:
                 settled = await c.fetchval("SELECT count(*) FROM credit_ledger WHERE kind = 'settle'")
             assert settled == n, settled
+            # As in the proxy: through the send-only connection (one write, one await), and carved
+            # from a lease (lease.py: one write, no await; the answer is read later).
+            assert await eng.cache.sender.connect()
+            for label, lease_requests in (("exact, send-only conn.", 0), ("carved from a lease", 1000)):
+                eng.leases.requests = lease_requests
+                samples = []
+                for i in range(n):
+                    req = {**data, "metadata": {}, "litellm_call_id": f"{label[0]}{i}"}
+                    t0 = time.perf_counter()
+                    await eng.pre_call(auth, req, "acompletion")
+                    samples.append(time.perf_counter() - t0)
+                await eng.cache.sender.request("PING")  # every carve answered before the next part
+                print(f"hold ({label}) {per_op(samples)}   carved so far: {eng.leases.stats['carved']}")
+            await eng.leases.close()
+            await eng.cache.sender.close()
             # What one flush costs the proxy's event loop at the batch sizes a worker sees (one client
             # at ~60 req/s and a 0.2 s interval: ~12 requests per batch), in CPU of this process.
             for size in (1, 10, 50):

@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--plugins", default="credits")
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--clients", type=int, default=1, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=1, help="proxy workers (py-spy samples one of them)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/tools/bin/py-spy",
                         help="py-spy binary, or 'none' for the CPU table only")
@@ -98,7 +99,7 @@ async def profile(args: argparse.Namespace) -> int:
             for label, spec in (("base", args.base), ("plugins", args.plugins)):
                 cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
                                                                  **plugin_settings(chosen_of(spec))}})
-                proxy = ProxyProcess(cfg, workdir, env, name=label)
+                proxy = ProxyProcess(cfg, workdir, env, name=label, num_workers=args.workers)
                 proxies.append(proxy)
                 proxy.start()
                 model = "eco" if "routing" in chosen_of(spec) else "deepinfra-llama-3.1-8b"
@@ -143,7 +144,8 @@ async def profile(args: argparse.Namespace) -> int:
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    print(f"\nbase={args.base} plugins={args.plugins} duration={args.duration}s rate={args.rate}/s, {args.clients} client(s)")
+    print(f"\nbase={args.base} plugins={args.plugins} duration={args.duration}s rate={args.rate}/s, {args.clients} client(s), "
+          f"{args.workers} worker(s)")
     per_req = {}
     groups = list(next(iter(results.values()))[1])
     print("CPU ms per request, by process group (machine = all cores busy, /proc/stat):")
