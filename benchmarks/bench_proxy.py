@@ -37,7 +37,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.support.fake_provider import free_port  # noqa: E402
-from tests.support.proxy import KeyFile, ProxyProcess, test_config  # noqa: E402
+from tests.support.proxy import KeyFile, ProxyProcess, deep_merge, test_config  # noqa: E402
 from tests.support.services import REDIS_URL, redis_prefix, throwaway_database  # noqa: E402
 
 CAPABILITIES = ("routing", "byok", "credits", "health")
@@ -101,13 +101,6 @@ def overrides_of(pairs: list[str]) -> dict:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    return out
-
-
-def merged(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
     return out
 
 
@@ -182,7 +175,7 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overr
                                                                   **plugin_settings(set())}})
             bare_cfg["litellm_settings"]["callbacks"] = []
             plug_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
-                                                                  **merged(plugin_settings(chosen),
+                                                                  **deep_merge(plugin_settings(chosen),
                                                                            overrides or {})}})
             bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=workers, plugins=False)
             plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=workers)

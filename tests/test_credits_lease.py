@@ -265,3 +265,25 @@ async def test_a_lease_granted_just_before_a_tick_survives_it_and_ticks_follow_l
         assert engine.leases.tick_seconds == engine.settings.lease_seconds / 5
     finally:
         await engine.cache.sender.close()
+
+
+async def test_carve_and_give_back_survive_a_redis_that_forgot_the_scripts(engine):
+    """SCRIPT FLUSH (as after a Redis restart): the send-only EVALSHA answers NOSCRIPT and
+    ``SendOnlyRedis.send_script`` re-sends the script itself; the carve and the give-back still land."""
+    assert await engine.cache.sender.connect()
+    try:
+        for _ in range(2):
+            _, ctx = await hold(engine, "forgetful")
+        amount = ctx["hold"]["amount"]
+        await engine.cache.redis.script_flush()
+        _, carved = hold_without_awaiting(engine, "forgetful")
+        _, held, holds = await assert_consistent(engine, "user:forgetful")
+        assert holds[carved["hold"]["id"]] == amount and list(lease_of(holds).values()) == [7 * amount]
+        assert engine.leases.stats["lost"] == 0 and held == 3 * amount + 7 * amount
+        await engine.cache.redis.script_flush()
+        engine.leases.maintain()
+        engine.leases.maintain()  # a whole tick unused: given back through the send-only connection
+        _, held, holds = await assert_consistent(engine, "user:forgetful")
+        assert not lease_of(holds) and held == 3 * amount
+    finally:
+        await engine.cache.sender.close()

@@ -19,7 +19,7 @@ import collections
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -126,6 +126,32 @@ class SendOnlyRedis:
         ``on_reply`` gets every answer (errors included) as it is parsed; otherwise ``on_error``
         gets error answers only. Callbacks run on the event loop and must not block."""
         return self._write(args, _OnReply(on_reply) if on_reply is not None else on_error)
+
+    def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], *,
+                    on_error: ErrorCallback | None = None, on_reply: ReplyCallback | None = None) -> bool:
+        """``send`` of a redis-py registered script (``.sha``, ``.script``) as ``EVALSHA``. A Redis
+        that forgot it (restart, SCRIPT FLUSH) answers NOSCRIPT; the command is then re-sent once as
+        ``EVAL`` with the script's text and the callbacks get that answer instead."""
+        command = (len(keys), *keys, *args)
+
+        def resent(reply: Any) -> bool:
+            return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT") and \
+                self.send("EVAL", script.script, *command, on_error=on_error, on_reply=on_reply)
+
+        if on_reply is not None:
+            def replied(reply: Any) -> None:
+                if not resent(reply):
+                    on_reply(reply)
+            return self.send("EVALSHA", script.sha, *command, on_reply=replied)
+
+        def failed(error: hiredis.ReplyError) -> None:
+            if resent(error):
+                return
+            if on_error is not None:
+                on_error(error)
+            else:
+                log.warning("send-only Redis command failed: %s", error)
+        return self.send("EVALSHA", script.sha, *command, on_error=failed)
 
     def _write(self, args: tuple[Any, ...], waiter: asyncio.Future[Any] | ErrorCallback | _OnReply | None) -> bool:
         if not self.connected or len(self._pending) >= MAX_PENDING:

@@ -77,9 +77,9 @@ local status = 2
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
   status = 0
   local e = redis.call('HGET', KEYS[2], ARGV[1])
-  if e and tonumber(string.match(e, '^(%-?%d+)')) >= amt then
-    local rest = tonumber(string.match(e, '^(%-?%d+)')) - amt
-    redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', rest) .. ':' .. (string.match(e, ':(%d+)$') or ARGV[4]))
+  local left = e and tonumber(string.match(e, '^(%-?%d+)'))
+  if left and left >= amt then
+    redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', left - amt) .. ':' .. (string.match(e, ':(%d+)$') or ARGV[4]))
     status = 1
   elseif exists then
     redis.call('HINCRBY', KEYS[1], 'held', amt)
@@ -253,31 +253,19 @@ class CreditCache:
         connection is down. ``on_reply`` gets the answer, or the exception that replaced it."""
         if self.sender is None:
             return False
-        keys = [self.acct_key(account), self.holds_key(account)]
-        args = [lease_field, hold_id, amount, int(time.time())]
-
-        def answered(reply: object) -> None:
-            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT") and \
-                    self.sender is not None and self.sender.send("EVAL", CARVE, len(keys), *keys, *args,
-                                                                 on_reply=on_reply):
-                return
-            on_reply(reply)
-
-        return self.sender.send("EVALSHA", self._carve.sha, len(keys), *keys, *args, on_reply=answered)
+        return self.sender.send_script(self._carve, [self.acct_key(account), self.holds_key(account)],
+                                       [lease_field, hold_id, amount, int(time.time())], on_reply=on_reply)
 
     def send_release(self, account: str, hold_id: str) -> bool:
         """``release`` without awaiting (a lease given back); False if the send-only connection is down."""
         if self.sender is None:
             return False
-        keys = [self.acct_key(account), self.holds_key(account)]
-        args = [hold_id, "", ""]
 
         def failed(error: Exception) -> None:
-            if not (str(error).startswith("NOSCRIPT") and self.sender is not None
-                    and self.sender.send("EVAL", RELEASE, len(keys), *keys, *args)):
-                log.warning("credits: lease release refused by Redis (%s); the reconciler will release it", error)
+            log.warning("credits: lease release refused by Redis (%s); the reconciler will release it", error)
 
-        return self.sender.send("EVALSHA", self._release.sha, len(keys), *keys, *args, on_error=failed)
+        return self.sender.send_script(self._release, [self.acct_key(account), self.holds_key(account)],
+                                       [hold_id, "", ""], on_error=failed)
 
     async def load(self, account: str, balance: int, version: int,
                    holds: Iterable[tuple[str, int, int]]) -> bool:
@@ -328,19 +316,16 @@ class CreditCache:
         """
         if self.sender is None:
             return False
-        keys = [self.acct_key(account), self.holds_key(account), self.journal_key()]
         args: list[object] = [mode, hold_id, amount, int(time.time())]
         for field, value in entries:
             args += [field, value]
 
         def failed(error: Exception) -> None:
-            if str(error).startswith("NOSCRIPT") and self.sender is not None and self.sender.send(
-                    "EVAL", JOURNAL, len(keys), *keys, *args, on_error=failed):
-                return
             log.warning("credits: journal write refused by Redis (%s); the record is still queued for "
                         "Postgres", error)
 
-        return self.sender.send("EVALSHA", self._journal.sha, len(keys), *keys, *args, on_error=failed)
+        return self.sender.send_script(self._journal, [self.acct_key(account), self.holds_key(account),
+                                                       self.journal_key()], args, on_error=failed)
 
     async def with_leases(self, account: str) -> tuple[int, int, int] | None:
         """(balance, held, the part of held that is leases) in one atomic read; None if not cached."""

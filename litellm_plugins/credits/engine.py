@@ -116,7 +116,7 @@ class Engine:
             hold["byok"] = True
             return
         amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
-        leased_balance = self.leases.take(account, hold["id"], amount) if amount > 0 else None
+        leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
         if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
             self._placed(hold, data, amount, leased_balance)
             return
