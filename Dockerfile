@@ -1,12 +1,13 @@
-# The official LiteLLM proxy image at exactly the version pyproject.toml pins, plus litellm-plugins.
-# tests/test_core_packaging.py checks that the tag matches the pin and that everything copied exists.
-FROM ghcr.io/berriai/litellm:v1.102.4
+# The official LiteLLM proxy image at the default release (constraints.txt), plus litellm-plugins.
+# tests/test_core_packaging.py checks that the tag matches that default and that everything copied exists.
+FROM ghcr.io/berriai/litellm:v1.108.7
 
 WORKDIR /app/litellm-plugins
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY litellm_plugins ./litellm_plugins
-# litellm[proxy]==1.102.4 is already in the image, so pip only adds our package and its small deps.
-RUN pip install --no-cache-dir . && litellm-plugins --help >/dev/null
+# litellm[proxy]==1.108.7 is already in the image (-c keeps pip from moving it), so pip only adds
+# our package and its small deps.
+RUN pip install --no-cache-dir . -c constraints.txt && litellm-plugins --help >/dev/null
 
 COPY proxy_config.yaml /app/proxy_config.yaml
 

@@ -1,7 +1,11 @@
 # Sourced by scripts/serve and scripts/test: make this machine ready to run the proxy and the tests.
-# Starts local Postgres/Redis when they are not running, builds .venv from pyproject.toml (again
-# only when pyproject.toml changed), installs the pinned `prisma` CLI used by `prisma validate`,
-# and exports development defaults (each one overridable from the environment).
+# Starts local Postgres/Redis when they are not running, builds the virtual env from pyproject.toml
+# and constraints.txt (again only when one of them changed), installs the pinned `prisma` CLI used by
+# `prisma validate`, and exports development defaults (each one overridable from the environment).
+#
+# LiteLLM release: by default the newest tested one (constraints.txt) in .venv. LITELLM_VERSION=X
+# (any release of pyproject.toml's range, e.g. the lowest, 1.102.4) builds and uses
+# .venv-litellm-X instead, so both ends of the range can be tested side by side (.ci/run does).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,14 +25,21 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not start"; exit 1; }
 fi
 
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+default_litellm="$(sed -n 's/^litellm==//p' constraints.txt)"
+export LITELLM_VERSION="${LITELLM_VERSION:-$default_litellm}"
+if [ "$LITELLM_VERSION" = "$default_litellm" ]; then
+  VENV=.venv; litellm_pin=(-c constraints.txt)
+else
+  VENV=".venv-litellm-$LITELLM_VERSION"; litellm_pin=("litellm[proxy]==$LITELLM_VERSION")
+fi
+stamp="$VENV/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$LITELLM_VERSION"
 if [ ! -f "$stamp" ]; then
-  log "installing Python dependencies into .venv"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  if ! .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' > .venv/install.log 2>&1; then
-    grep -v "is ignored" .venv/install.log | tail -n 30 >&2; log "pip install failed (full log: .venv/install.log)"; exit 1
+  log "installing Python dependencies into $VENV (litellm $LITELLM_VERSION)"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check -e '.[test]' "${litellm_pin[@]}" > "$VENV/install.log" 2>&1; then
+    grep -v "is ignored" "$VENV/install.log" | tail -n 30 >&2; log "pip install failed (full log: $VENV/install.log)"; exit 1
   fi
-  rm -f .venv/.installed-*; touch "$stamp"
+  rm -f "$VENV"/.installed-*; touch "$stamp"
 fi
 if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/prisma ]; then
   log "installing the prisma CLI (schema validation only)"
@@ -41,12 +52,12 @@ if [ -z "${LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS:-}" ]; then
   mkdir -p .local
   if [ ! -s .local/byok.key ]; then
     log "generating a persistent development BYOK key in .local/byok.key"
-    (umask 077; .venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > .local/byok.key)
+    (umask 077; "$VENV/bin/python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > .local/byok.key)
   fi
   export LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS="$(cat .local/byok.key)"
 fi
 
-export PATH="$ROOT/.venv/bin:$PATH"
+export PATH="$ROOT/$VENV/bin:$PATH"
 export LITELLM_LOCAL_MODEL_COST_MAP="${LITELLM_LOCAL_MODEL_COST_MAP:-True}"
 # Offline machines: LiteLLM would retry a HuggingFace tokenizer download (~20 s) on failed calls.
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"

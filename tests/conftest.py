@@ -19,6 +19,14 @@ from tests.support.private_services import private_postgres, private_redis
 from tests.support.services import REDIS_URL, redis_prefix, throwaway_database
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a real proxy ``e2e``: the set .ci/run also runs on the lowest
+    supported LiteLLM release (``LITELLM_VERSION=1.102.4 scripts/test -m e2e``)."""
+    for item in items:
+        if "start_proxy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeProviderServer]:
     server = FakeProviderServer()

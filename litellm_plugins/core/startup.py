@@ -23,6 +23,7 @@ from litellm_plugins.core.migrator import status as migration_status
 from litellm_plugins.core.redis import RedisUnavailable, check, create_client
 from litellm_plugins.core.routes import mount
 from litellm_plugins.core.settings import PluginSettings, SettingsError, load_settings
+from litellm_plugins.core.versions import UnsupportedLiteLLM, check_litellm
 
 log = logging.getLogger("litellm_plugins")
 
@@ -65,6 +66,7 @@ def validate_capabilities(settings: PluginSettings, config: dict) -> None:
 
 
 async def build_runtime() -> runtime.Runtime:
+    check_litellm()  # first: nothing below is known to behave on an untested LiteLLM
     settings, config = load_settings()
     check_callbacks(settings, config)
     validate_capabilities(settings, config)
@@ -87,7 +89,7 @@ async def build_runtime() -> runtime.Runtime:
 async def start() -> None:
     try:
         rt = await build_runtime()
-    except (SettingsError, DatabaseUnavailable, RedisUnavailable, MigrationError) as exc:
+    except (UnsupportedLiteLLM, SettingsError, DatabaseUnavailable, RedisUnavailable, MigrationError) as exc:
         # One clear line and a non-zero exit: Starlette would wrap any exception raised here in a
         # traceback that buries the only sentence the operator needs.
         print(f"litellm-plugins: startup refused: {exc}", file=sys.stderr, flush=True)

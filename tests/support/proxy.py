@@ -119,6 +119,10 @@ class ProxyProcess:
             # LiteLLM counts tokens of failed requests with a HuggingFace tokenizer for llama-like
             # models and retries its download for ~20 s when offline; use its bundled fallback.
             "HF_HUB_OFFLINE": "1",
+            # With --num_workers > 1 uvicorn kills a worker that does not answer its health ping
+            # within 5 s; a spawned worker re-imports litellm first (~20 s on a loaded 2-core
+            # machine), so every worker "died" in a loop on 1.102.4 and 1.108.7 alike.
+            "TIMEOUT_WORKER_HEALTHCHECK": "120",
         })
         if self.plugins:
             env["LITELLM_WORKER_STARTUP_HOOKS"] = STARTUP_HOOK
