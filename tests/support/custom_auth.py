@@ -43,4 +43,5 @@ async def authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
         api_key=hash_token(key), token=hash_token(key), user_id=spec.get("user_id"),
         team_id=spec.get("team_id"), models=spec.get("models", []), metadata=spec.get("metadata", {}),
         team_metadata=spec.get("team_metadata", {}), user_role=LitellmUserRoles(role),
+        **spec.get("auth", {}),
     )

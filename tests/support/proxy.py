@@ -72,11 +72,16 @@ class KeyFile:
 
     def add(self, key: str, user_id: str | None = None, team_id: str | None = None,
             models: list[str] | None = None, metadata: dict[str, Any] | None = None,
-            team_metadata: dict[str, Any] | None = None, user_role: str | None = None) -> str:
+            team_metadata: dict[str, Any] | None = None, user_role: str | None = None,
+            auth: dict[str, Any] | None = None) -> str:
+        """``auth``: further ``UserAPIKeyAuth`` fields of a LiteLLM virtual key, e.g.
+        ``{"max_budget": 0.01, "spend": 0.0}`` (LiteLLM's own key budget)."""
         spec: dict[str, Any] = {"user_id": user_id, "team_id": team_id, "models": models or [],
                                 "metadata": metadata or {}, "team_metadata": team_metadata or {}}
         if user_role:
             spec["user_role"] = user_role
+        if auth:
+            spec["auth"] = auth
         self.keys[key] = spec
         self._write()
         return key
