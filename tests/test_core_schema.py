@@ -17,7 +17,16 @@ from litellm_plugins.core.migrator import MIGRATIONS_DIR, migrate
 from tests.support.prisma_schema import Column, Index, Table, datasource_schemas, parse
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_FILE = MIGRATIONS_DIR.parent / "schema.prisma"
+# The top-level schema.prisma is the source; the package ships a byte-identical copy next to its
+# migrations (a symlink would break `COPY litellm_plugins` in the Dockerfile and sdists).
+SCHEMA_FILE = ROOT / "schema.prisma"
+PACKAGED_SCHEMA_FILE = MIGRATIONS_DIR.parent / "schema.prisma"
+
+
+def test_packaged_schema_is_the_top_level_one() -> None:
+    assert PACKAGED_SCHEMA_FILE.read_bytes() == SCHEMA_FILE.read_bytes(), (
+        "litellm_plugins/prisma/schema.prisma differs from schema.prisma (the source): "
+        "edit schema.prisma, then `cp schema.prisma litellm_plugins/prisma/schema.prisma`")
 
 
 def normalise_default(expr: str | None) -> str | None:
