@@ -1,8 +1,8 @@
 """LiteLLM hooks of the byok capability: inject a caller's own provider key per deployment attempt.
 
-Why per attempt: setting ``data["api_key"]`` in ``async_pre_call_hook`` makes LiteLLM's router add a
-*shared* deployment carrying that key, which other callers' requests then use (upstream #17115,
-LITELLM_NOTES "BYOK: the trap"). ``async_pre_call_deployment_hook`` runs on a copy of one attempt's
+Why per attempt: setting ``data["api_key"]`` in ``async_pre_call_hook`` makes LiteLLM 1.102.4's router
+add a *shared* deployment carrying that key, which other callers' requests then use (upstream #17115;
+1.108.7 no longer registers it, #41289, but the lowest supported release does: docs/litellm.md fact 12). ``async_pre_call_deployment_hook`` runs on a copy of one attempt's
 kwargs just before the provider call, so a key set there reaches exactly one HTTP call.
 
 Flow of one request:

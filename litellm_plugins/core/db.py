@@ -1,7 +1,7 @@
 """One asyncpg pool per worker, bound to the worker's event loop.
 
 All our tables live in the ``litellm_plugins`` Postgres schema: LiteLLM's own Prisma sanity check
-drops unknown tables in ``public`` (shared/LITELLM_NOTES.md, "Database").
+drops unknown tables in ``public`` (docs/litellm.md fact 20).
 """
 
 from __future__ import annotations
