@@ -225,7 +225,12 @@ FAILING_POLICY = {
 def failing(start_proxy, keys) -> ProxyProcess:
     keys.add("sk-fail-ent", user_id="fe", metadata={"tier": "enterprise"})
     keys.add("sk-fail-basic", user_id="fb", metadata={"tier": "basic"})
-    overrides = {"router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 60}}
+    # allowed_fails 1 for every failure the shipped allowed_fails_policy counts (that policy is what
+    # makes LiteLLM 1.108 cool down a single-deployment group at all)
+    policy = {f"{kind}ErrorAllowedFails": 1 for kind in (
+        "Authentication", "Timeout", "RateLimit", "InternalServer", "ServiceUnavailable", "BadGateway")}
+    overrides = {"router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 60,
+                                     "allowed_fails_policy": policy}}
     return start_proxy(plugins={**OTHERS_OFF, "routing": FAILING_POLICY}, overrides=overrides, name="failing")
 
 
