@@ -7,9 +7,10 @@ rejections of streaming requests too. So every error we raise is a ``ProxyExcept
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from litellm.proxy._types import ProxyException
+if TYPE_CHECKING:
+    from litellm.proxy._types import ProxyException
 
 
 class SettingsError(Exception):
@@ -22,6 +23,9 @@ class SettingsError(Exception):
 
 def plugin_error(status: int, message: str, type_: str, param: str | None = None,
                  headers: dict[str, str] | None = None) -> ProxyException:
+    # Imported here, not at module level: the CLI (`litellm-plugins ...`) loads our settings, which
+    # import this module, and importing litellm costs it seconds (tens under load) for nothing.
+    from litellm.proxy._types import ProxyException
     return ProxyException(message=message, type=type_, param=param, code=status, headers=headers)
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+if TYPE_CHECKING:  # litellm is imported lazily: the CLI uses this module without it
+    from litellm.proxy._types import UserAPIKeyAuth
 
 AccountSource = Literal["user", "team", "key"]
 DEFAULT_ORDER: tuple[AccountSource, ...] = ("user", "team", "key")
@@ -40,6 +41,7 @@ class Caller:
 
     @classmethod
     def from_auth(cls, auth: UserAPIKeyAuth) -> Caller:
+        from litellm.proxy._types import LitellmUserRoles
         role = auth.user_role.value if isinstance(auth.user_role, LitellmUserRoles) else auth.user_role
         return cls(
             user_id=auth.user_id,

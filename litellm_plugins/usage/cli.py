@@ -10,10 +10,11 @@ import sys
 from litellm_plugins.cli import CliError, settings_from
 from litellm_plugins.core.db import create_pool
 from litellm_plugins.usage import store
-from litellm_plugins.usage.api import _time, present
 
 
 async def _export(args: argparse.Namespace) -> int:
+    # usage.api pulls in FastAPI and LiteLLM's auth: only this command needs its helpers
+    from litellm_plugins.usage.api import _time, present
     settings, _ = settings_from(args)
     try:
         flt = store.UsageFilter(account=args.account, since=_time(args.since, "from"), until=_time(args.until, "to"),

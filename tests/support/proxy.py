@@ -134,7 +134,7 @@ class ProxyProcess:
         env.update(self.env)
         return env
 
-    def start(self, timeout: float = 90.0, wait: bool = True) -> ProxyProcess:
+    def start(self, timeout: float = 240.0, wait: bool = True) -> ProxyProcess:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         litellm_cli = Path(sys.executable).with_name("litellm")
         cmd = [str(litellm_cli), "--config", str(self.config_path), "--host", "127.0.0.1",
@@ -149,7 +149,9 @@ class ProxyProcess:
             self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        # A deadline, not a wait: ready proxies return at once. 240 s because a multi-worker proxy
+        # spawns workers that each re-import litellm, > 90 s on a 2-core machine shared by others.
         path = "/plugins/ready" if self.plugins else "/health/liveliness"
         deadline = time.time() + timeout
         while time.time() < deadline:
