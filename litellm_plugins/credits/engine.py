@@ -317,8 +317,8 @@ class Engine:
                             "amount": hold["amount"], "ts": hold.get("t0") or time.time()})
         extra = {"_user_id": caller.user_id if caller else None, "_team_id": caller.team_id if caller else None,
                  "_key_hash": caller.key_hash if caller else None, "stream": bool(data.get("stream")),
-                 "_requested_model": ctx.get("requested_model") or data.get("model"),
-                 "_model_group": data.get("model")}
+                 "_requested_model": _model_name(ctx.get("requested_model") or data.get("model")),
+                 "_model_group": _model_name(data.get("model"))}
         error_type = getattr(exc, "type", None) or type(exc).__name__
         row = self.usage_row(ctx, {}, hold, call_id, "rejected" if rejected else "failure", 0, str(error_type),
                              extra)
@@ -424,6 +424,11 @@ class Engine:
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:
     return {"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
             "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge}
+
+
+def _model_name(value: Any) -> str | None:
+    """A model name fit for a usage row: a rejected request may have sent anything as ``model``."""
+    return value[:256] if isinstance(value, str) and value else None
 
 
 def _is_proxy_rejection(exc: Exception) -> bool:
