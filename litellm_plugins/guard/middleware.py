@@ -24,24 +24,14 @@ Invalid JSON and form uploads pass through untouched (LiteLLM's own 400 / multip
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 
+from litellm_plugins.core import llm_routes
+from litellm_plugins.core.llm_routes import ASGIApp, Message, Receive, Scope, Send
 from litellm_plugins.guard.check import CHAT, EMBEDDINGS, RESPONSES, TEXT, Limits, RequestRejected, check_request
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# POST paths of LiteLLM's LLM routes the guard covers, by their last segments (LiteLLM serves each
-# under /v1/..., /..., /engines/{model}/... and /openai/deployments/{model}/...), and the call
-# type each is checked as. "/chat/completions" is tested before "/completions".
-GUARDED_SUFFIXES = (("/chat/completions", "acompletion"), ("/completions", "atext_completion"),
-                    ("/embeddings", "aembedding"), ("/responses", "aresponses"))
 # What LiteLLM is handed instead of a refused body: the least it parses without failing before the
 # hooks (a text completion without "prompt" is a KeyError in its function_setup).
 STAND_IN = {CHAT: b"{}", EMBEDDINGS: b"{}", RESPONSES: b"{}", TEXT: b'{"prompt": ""}'}
@@ -63,18 +53,6 @@ _INVALID = object()
 # Per request (ASGI apps are awaited in the request's own task, and tasks it creates copy the
 # context): None when the middleware did not see this request (the hook then checks ``data``).
 verdict: contextvars.ContextVar[Checked | None] = contextvars.ContextVar("litellm_plugins_guard", default=None)
-
-
-def call_type_of(scope: Scope) -> str | None:
-    if scope.get("type") != "http" or scope.get("method") != "POST":
-        return None
-    path = scope.get("path") or ""
-    if path.endswith("/"):
-        path = path.rstrip("/")
-    for suffix, call_type in GUARDED_SUFFIXES:
-        if path.endswith(suffix):
-            return call_type
-    return None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -107,10 +85,11 @@ class GuardMiddleware:
     def __init__(self, app: ASGIApp, settings: Callable[[], tuple[int, Limits] | None]) -> None:
         self.app = app
         self.settings = settings  # (max body bytes, limits); None: the guard is off in this worker
+        self.litellm_plugins_wrapper = True
         self.litellm_plugins_guard = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call_type = call_type_of(scope)
+        call_type = llm_routes.call_type_of(scope)
         current = self.settings() if call_type is not None else None
         if current is None or not _is_json(scope):
             await self.app(scope, receive, send)
@@ -178,15 +157,5 @@ class GuardMiddleware:
                 body_rejection.reset(token)
 
 
-def install(app: Any, settings: Callable[[], tuple[int, Limits] | None]) -> None:
-    """Wrap the app's built middleware stack once per worker (startup runs inside the lifespan, when
-    Starlette has already built it; before that, ``add_middleware`` works)."""
-    stack = getattr(app, "middleware_stack", None)
-    if stack is None:
-        if not any(getattr(m, "cls", None) is GuardMiddleware for m in app.user_middleware):
-            app.add_middleware(GuardMiddleware, settings=settings)
-        return
-    if getattr(stack, "litellm_plugins_guard", False):
-        stack.settings = settings
-        return
-    app.middleware_stack = GuardMiddleware(stack, settings)
+def install(app: object, settings: Callable[[], tuple[int, Limits] | None]) -> None:
+    llm_routes.install(app, lambda inner: GuardMiddleware(inner, settings), "litellm_plugins_guard")
