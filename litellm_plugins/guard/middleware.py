@@ -154,7 +154,7 @@ class GuardMiddleware:
             await self.app(scope, replayed, send)
         finally:
             if token is not None:
-                body_rejection.reset(token)
+                verdict.reset(token)
 
 
 def install(app: object, settings: Callable[[], tuple[int, Limits] | None]) -> None:
