@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from litellm_plugins.core.llm_routes import call_type_of
 from tests.support.proxy import MASTER_KEY
 from tests.test_credits_e2e import db_fetch, wait_for
 
@@ -60,7 +61,7 @@ class Corpus:
         assert not LEAKS.search(r.text), f"{where}: leaks internals: {r.text[:300]}"
         error = r.json().get("error") if r.headers.get("content-type", "").startswith("application/json") else None
         assert isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error), f"{where}: {r.text[:300]}"
-        if path in VALID:
+        if call_type_of({"type": "http", "method": method, "path": path}) is not None:  # an LLM route
             assert r.status_code == status, f"{where}: {r.status_code} {r.text[:300]}"
             if status == 400:
                 self.llm_rejections += 1
@@ -196,10 +197,17 @@ async def test_malformed_requests_are_4xx_and_move_nothing(stack, fake, module_d
     corpus = Corpus(stack)
     for path, field, value, param in HAND_WRITTEN:
         corpus.body(path, with_field(path, field, value), expect_param=param)
+    for streamed, param in (({"model": "eco", "messages": "hi", "stream": True}, "messages"),
+                            ({"model": "eco", "messages": MSG, "stream": True, "n": 0}, "n"),
+                            ({"model": "eco", "messages": MSG, "stream": True, "stream_options": 1}, "stream_options")):
+        corpus.body(CHAT, streamed, expect_param=param)
     for path in VALID:
         for raw in NOT_OBJECTS:
             r = corpus.send("POST", path, raw, expect_param=None)
             assert r.json()["error"]["message"] == "request body must be a JSON object"
+    # Azure-style route: the model is in the path, the body has none; a bad field is still refused
+    corpus.send("POST", "/openai/deployments/gpt-4o-mini/chat/completions",
+                json.dumps({"messages": MSG, "top_p": 7}).encode(), expect_param="top_p")
     # Python's JSON parser (LiteLLM's fallback) takes NaN: the pre-call hook checks what it parsed.
     corpus.send("POST", CHAT, b'{"model": "eco", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
                 expect_param="temperature")

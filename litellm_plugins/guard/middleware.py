@@ -55,6 +55,18 @@ _INVALID = object()
 verdict: contextvars.ContextVar[Checked | None] = contextvars.ContextVar("litellm_plugins_guard", default=None)
 
 
+def _path_model(path: str) -> str | None:
+    """The model of ``/engines/{model}/...`` and ``/openai/deployments/{model}/...`` routes."""
+    for marker in ("/engines/", "/deployments/"):
+        at = path.find(marker)
+        if at >= 0:
+            rest = path[at + len(marker):]
+            for suffix, _ in llm_routes.LLM_SUFFIXES:
+                if rest.endswith(suffix):
+                    return rest[: -len(suffix)] or None
+    return None
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
@@ -124,8 +136,13 @@ class GuardMiddleware:
             # surrogates, which LiteLLM repairs): the pre-call hook checks what LiteLLM parsed.
             parsed = _INVALID
         if parsed is not _INVALID:
+            checked = parsed
+            if isinstance(parsed, dict) and "model" not in parsed:
+                in_path = _path_model(scope.get("path") or "")
+                if in_path:  # Azure-style routes name the model in the path: LiteLLM takes it from there
+                    checked = {**parsed, "model": in_path}
             try:
-                check_request(parsed, call_type, limits)
+                check_request(checked, call_type, limits)
             except RequestRejected as exc:
                 rejection = exc
         if rejection is not None:
