@@ -86,3 +86,22 @@ def test_disabled_capability_does_not_need_its_secrets(monkeypatch: pytest.Monke
     assert off.byok.enabled is False
     with pytest.raises(SettingsError, match="litellm_plugins.byok.encryption_keys: environment variable LP_UNSET_SECRET"):
         parse_settings({**VALID, "byok": {"enabled": True, "encryption_keys": "os.environ/LP_UNSET_SECRET"}})
+
+
+def test_guard_must_be_the_first_of_our_callbacks_and_its_limits_are_checked() -> None:
+    from litellm_plugins.core.startup import check_callbacks
+
+    settings = parse_settings({**VALID, "guard": {"enabled": True}})
+    ours = ["litellm_plugins.guard.guard_hook", "litellm_plugins.routing.routing_hook"]
+    check_callbacks(settings, {"litellm_settings": {"callbacks": ["some.other.hook", *ours]}})
+    with pytest.raises(SettingsError, match="guard_hook must be the first litellm_plugins entry"):
+        check_callbacks(settings, {"litellm_settings": {"callbacks": list(reversed(ours))}})
+    with pytest.raises(SettingsError, match="guard_hook is not listed"):
+        check_callbacks(settings, {"litellm_settings": {"callbacks": ours[1:]}})
+    with pytest.raises(SettingsError, match="litellm_plugins.guard.max_n:"):
+        parse_settings({**VALID, "guard": {"enabled": True, "max_n": 500}})
+    with pytest.raises(SettingsError, match="litellm_plugins.guard.max_body_bytes:"):
+        parse_settings({**VALID, "guard": {"max_body_bytes": 10}})
+    shipped = yaml.safe_load((ROOT / "proxy_config.yaml").read_text())
+    assert shipped["litellm_settings"]["callbacks"][0] == "litellm_plugins.guard.guard_hook"
+    assert shipped["litellm_plugins"]["guard"]["enabled"] is True

@@ -26,7 +26,11 @@ def plugin_error(status: int, message: str, type_: str, param: str | None = None
     # Imported here, not at module level: the CLI (`litellm-plugins ...`) loads our settings, which
     # import this module, and importing litellm costs it seconds (tens under load) for nothing.
     from litellm.proxy._types import ProxyException
-    return ProxyException(message=message, type=type_, param=param, code=status, headers=headers)
+    exc = ProxyException(message=message, type=type_, param=param, code=status, headers=headers)
+    # LiteLLM's text-completions route re-wraps any exception with ``code=getattr(e, "status_code",
+    # 500)``: without this attribute a hook's 400/402/503 on /v1/completions became a 500.
+    exc.status_code = int(exc.code) if str(exc.code).isdigit() else status
+    return exc
 
 
 def bad_request(message: str, param: str | None = None) -> NoReturn:

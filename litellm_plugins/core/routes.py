@@ -13,7 +13,9 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.middleware.exceptions import ExceptionMiddleware
 from litellm.proxy._types import LiteLLMRoutes, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
@@ -106,11 +108,60 @@ async def effective_settings() -> dict[str, Any]:
     return mask_tree(runtime.get().settings.model_dump(mode="json"))
 
 
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's parameter validation of our routes, in OpenAI's shape (400, ``param`` named).
+
+    Never echoes the input: a body may carry a provider key."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    if first.get("type") == "json_invalid":
+        message, param = "request body must be valid JSON", None
+    else:
+        param = loc[-1] if loc else None
+        where = f"'{'.'.join(loc)}'" if loc else "request"
+        message = f"{where}: {first.get('msg', 'invalid value')}"
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": "400"}}, status_code=400)
+
+
+def install_validation_errors(app: FastAPI) -> None:
+    """Our routes answer malformed input (invalid JSON, a query parameter of the wrong type) with a 400
+    in OpenAI's shape instead of FastAPI's 422 ``{"detail": [...]}``; other routes keep LiteLLM's handler.
+
+    The handler table is copied into Starlette's ``ExceptionMiddleware`` when the middleware stack is
+    built, which happened before our startup ran, so the live instance is updated too.
+    """
+    previous = app.exception_handlers.get(RequestValidationError)
+    if getattr(previous, "litellm_plugins", False):
+        return
+
+    async def handler(request: Request, exc: Exception) -> Any:
+        if request.url.path.startswith(PREFIX + "/") and isinstance(exc, RequestValidationError):
+            return _validation_error(exc)
+        if previous is None:
+            from fastapi.exception_handlers import request_validation_exception_handler
+            return await request_validation_exception_handler(request, exc)  # type: ignore[arg-type]
+        return await previous(request, exc)
+
+    handler.litellm_plugins = True  # type: ignore[attr-defined]
+    app.exception_handlers[RequestValidationError] = handler
+    node: Any = getattr(app, "middleware_stack", None)
+    for _ in range(64):
+        if node is None:
+            break
+        if isinstance(node, ExceptionMiddleware):
+            node.add_exception_handler(RequestValidationError, handler)
+            break
+        node = getattr(node, "app", None)
+
+
 def mount(app: FastAPI, routers: list[APIRouter]) -> None:
     """Include our routers once per worker and let non-admin keys through LiteLLM's route check."""
     self_managed = LiteLLMRoutes.self_managed_routes.value
     if USER_ROUTE_PATTERN not in self_managed:
         self_managed.append(USER_ROUTE_PATTERN)
+    install_validation_errors(app)
     mounted = {getattr(r, "path", None) for r in app.router.routes}
     for router in [ready_router, *routers]:
         if not any(getattr(r, "path", None) in mounted for r in router.routes):

@@ -18,6 +18,7 @@ from litellm_plugins.byok.settings import ByokSettings
 from litellm_plugins.core.errors import SettingsError
 from litellm_plugins.core.identity import DEFAULT_ORDER, AccountSource
 from litellm_plugins.credits.settings import CreditsSettings
+from litellm_plugins.guard.settings import GuardSettings
 from litellm_plugins.health.settings import HealthSettings
 from litellm_plugins.routing.settings import RoutingSettings
 
@@ -52,6 +53,7 @@ class PluginSettings(StrictModel):
     _account_order_unique = field_validator("account_order")(_unique_sources)
     db_pool_min_size: int = Field(default=1, ge=0, le=100)
     db_pool_max_size: int = Field(default=10, ge=1, le=500)
+    guard: GuardSettings = GuardSettings()
     credits: CreditsSettings = CreditsSettings()
     routing: RoutingSettings = RoutingSettings()
     byok: ByokSettings = ByokSettings()
@@ -77,7 +79,7 @@ def resolve_env(value: Any, path: str = SECTION) -> Any:
     return value
 
 
-CAPABILITY_SECTIONS = ("routing", "byok", "credits", "health")
+CAPABILITY_SECTIONS = ("guard", "routing", "byok", "credits", "health")
 
 
 def _resolve_section(section: dict[str, Any]) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from litellm_plugins.core.versions import UnsupportedLiteLLM, check_litellm
 
 log = logging.getLogger("litellm_plugins")
 
-# Order matters for nothing but readability; each capability is independent.
-CAPABILITIES = ("health", "routing", "byok", "credits")
+# Each capability is independent; the guard starts first so its middleware is in place before the
+# others mount anything, and its hook must come first in `callbacks` (check_callbacks).
+CAPABILITIES = ("guard", "health", "routing", "byok", "credits")
 
 
 EXIT_STARTUP_REFUSED = 3
@@ -55,6 +56,12 @@ def check_callbacks(settings: PluginSettings, config: dict) -> None:
             raise SettingsError(
                 f"litellm_plugins.{capability}.enabled is true but {hook_path(capability)} is not "
                 "listed in litellm_settings.callbacks")
+    if settings.guard.enabled:
+        ours = [c for c in callbacks if isinstance(c, str) and c.startswith("litellm_plugins.")]
+        if ours and ours[0] != hook_path("guard"):
+            raise SettingsError(
+                f"{hook_path('guard')} must be the first litellm_plugins entry of litellm_settings.callbacks "
+                "(it refuses malformed requests before routing, BYOK and credits see them)")
 
 
 def validate_capabilities(settings: PluginSettings, config: dict) -> None:

@@ -26,7 +26,7 @@ from litellm_plugins.core.errors import plugin_error, service_unavailable
 from litellm_plugins.core.identity import Caller, account_id
 from litellm_plugins.core.redis_send import SendOnlyRedis
 from litellm_plugins.core.runtime import Runtime
-from litellm_plugins.credits import store
+from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
@@ -57,6 +57,7 @@ class Engine:
         self.leases = Leases(self.cache, self.settings.lease_requests, self.settings.lease_seconds,
                              self.settings.lease_headroom)
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # strong references to close_abandoned's tasks
 
     # ---- helpers -------------------------------------------------------------------------------
     def tier_of(self, caller: Caller | None, ctx: dict[str, Any]) -> str:
@@ -118,7 +119,7 @@ class Engine:
         amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
         leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
         if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
-            self._placed(hold, data, amount, leased_balance)
+            self._placed(hold, data, amount, leased_balance, ctx, caller)
             return
         lease_args, generation = self.leases.exact_args(account, amount)
         sent_at = time.monotonic()
@@ -149,13 +150,16 @@ class Engine:
             raise plugin_error(
                 402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
                 "insufficient_credits")
-        self._placed(hold, data, amount, balance)
+        self._placed(hold, data, amount, balance, ctx, caller)
 
-    def _placed(self, hold: dict[str, Any], data: dict[str, Any], amount: int, balance: int) -> None:
+    def _placed(self, hold: dict[str, Any], data: dict[str, Any], amount: int, balance: int,
+                ctx: dict[str, Any], caller: Caller) -> None:
         hold["amount"] = amount
         hold["balance"] = balance
         if amount > 0:
-            self.writer.put({"op": "hold", "id": hold["id"], "call_id": data.get("litellm_call_id") or hold["id"],
+            hold["call_id"] = data.get("litellm_call_id") or hold["id"]
+            scope.track(hold, ctx, caller, data.get("stream") is True)  # voided if the request ends unreported
+            self.writer.put({"op": "hold", "id": hold["id"], "call_id": hold["call_id"],
                              "account": hold["account"], "amount": amount, "ts": hold["t0"]})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
@@ -206,6 +210,7 @@ class Engine:
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
         if await self.writer.journal(records):
             hold["journaled"] = records
+            hold["closed"] = True
 
     # ---- after the call (background) -------------------------------------------------------------
     def _facts(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
@@ -273,6 +278,7 @@ class Engine:
         ctx, slo, hold, call_id = self._facts(kwargs)
         if not hold.get("account"):
             return []
+        hold["closed"] = True
         cost = kwargs.get("response_cost")
         if cost is None:
             cost = slo.get("response_cost")
@@ -315,15 +321,49 @@ class Engine:
         if not hold.get("rejected") and hold.get("amount"):
             records.append({"op": "void", "id": hold["id"], "call_id": call_id, "account": hold["account"],
                             "amount": hold["amount"], "ts": hold.get("t0") or time.time()})
+        hold["closed"] = True
         extra = {"_user_id": caller.user_id if caller else None, "_team_id": caller.team_id if caller else None,
                  "_key_hash": caller.key_hash if caller else None, "stream": bool(data.get("stream")),
-                 "_requested_model": ctx.get("requested_model") or data.get("model"),
-                 "_model_group": data.get("model")}
+                 "_requested_model": _model_name(ctx.get("requested_model") or data.get("model")),
+                 "_model_group": _model_name(data.get("model"))}
         error_type = getattr(exc, "type", None) or type(exc).__name__
         row = self.usage_row(ctx, {}, hold, call_id, "rejected" if rejected else "failure", 0, str(error_type),
                              extra)
         records.append({"op": "usage", "row": row})
         return records
+
+    def close_abandoned(self, holds: list[scope.Placed]) -> None:
+        """Void the holds of an ended request that no callback closed (``scope.HoldScope``).
+
+        ``holds`` are all the request placed, in order. The last is the request's own (a usage row
+        ``failure`` / ``abandoned`` records it; a success callback arriving later replaces that row
+        and still settles); earlier ones were
+        placed by a pre-call pass LiteLLM discarded (``ProxyRateLimitError`` fallback re-runs the
+        hooks on a fresh copy of the request): void only, the request has its row already.
+        """
+        records: list[dict[str, Any]] = []
+        left = scope.unfinished(holds)
+        own_open = bool(left) and left[-1] is holds[-1]
+        for hold, _, _, _ in left:
+            hold["closed"] = True
+            records.append({"op": "void", "id": hold["id"], "call_id": hold.get("call_id") or hold["id"],
+                            "account": hold["account"],
+                            "amount": hold["amount"], "ts": hold.get("t0") or time.time()})
+        if own_open:
+            self._abandoned_row(records, *holds[-1])
+        log.info("credits: voided %d hold(s) of a request that ended without a result", len(left))
+        task = asyncio.get_running_loop().create_task(self.writer.submit(records))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _abandoned_row(self, records: list[dict[str, Any]], hold: dict[str, Any], ctx: dict[str, Any],
+                       caller: Caller, stream: bool) -> None:
+        extra = {"_user_id": caller.user_id, "_team_id": caller.team_id, "_key_hash": caller.key_hash,
+                 "stream": stream, "_requested_model": _model_name(ctx.get("requested_model") or hold.get("model")),
+                 "_model_group": _model_name(hold.get("model"))}
+        records.append({"op": "usage", "row": self.usage_row(ctx, {}, hold, hold.get("call_id") or hold["id"],
+                                                             "failure", 0, "abandoned",
+                                                             extra)})
 
     # ---- reconciler ----------------------------------------------------------------------------
     async def reconcile_forever(self) -> None:
@@ -424,6 +464,11 @@ class Engine:
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:
     return {"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
             "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge}
+
+
+def _model_name(value: Any) -> str | None:
+    """A model name fit for a usage row: a rejected request may have sent anything as ``model``."""
+    return value[:256] if isinstance(value, str) and value else None
 
 
 def _is_proxy_rejection(exc: Exception) -> bool:

@@ -16,6 +16,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from litellm_plugins.core import runtime
 from litellm_plugins.core.runtime import Runtime
+from litellm_plugins.credits import scope
 from litellm_plugins.credits.engine import Engine
 
 log = logging.getLogger("litellm_plugins.credits")
@@ -45,6 +46,9 @@ async def start(rt: Runtime) -> None:
         rt.tasks.start("credits-leases", _engine.leases.run)
         rt.tasks.on_stop(_engine.leases.close)
     rt.tasks.on_stop(_engine.writer.stop)
+    from litellm.proxy.proxy_server import app
+
+    scope.install(app, _engine.close_abandoned)
 
 
 class CreditsHook(CustomLogger):

@@ -5,6 +5,15 @@ Prices come from the deployment's ``litellm_params`` (``input_cost_per_token`` /
 cost map; with several deployments in a group we take the most expensive, since the router may
 pick any. The table is built once per worker (config is static), so the hot path is dict lookups.
 
+What the worst case covers (issue 16): every completion the request asks for -- ``n`` choices, and
+for a text completion ``best_of`` candidates (each generated and billed, the prompt once); the
+highest per-token output price that can apply: reasoning tokens (billed as output; counted inside
+``max_completion_tokens`` by OpenAI and inside ``max_tokens`` by Anthropic's ``budget_tokens``, so the
+output budget already bounds them), audio output when the request asks for audio, and the
+long-context tier (``*_above_<N>k_tokens``) when the estimated prompt reaches it; and the per-call web
+search fee when ``web_search_options`` is set. What it does not cover is documented in
+docs/credits.md ("Worst case"); the settle charges LiteLLM's real cost whatever the hold was.
+
 Prompt tokens are *estimated* from UTF-8 bytes (``bytes / prompt_bytes_per_token`` + per-message
 overhead), not tokenised: tiktoken costs tens to hundreds of microseconds per request and the
 hold only has to be an upper bound of the usual case (the settle charges the real cost anyway).
@@ -13,7 +22,8 @@ hold only has to be an upper bound of the usual case (the settle charges the rea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -23,11 +33,26 @@ MESSAGE_OVERHEAD_TOKENS = 4
 REQUEST_OVERHEAD_TOKENS = 8
 
 
+TIER_RE = re.compile(r"^(input|output)_cost_per_token_above_(\d+)k_tokens$")
+
+
 @dataclass(frozen=True)
 class GroupPrice:
     input_per_token: Decimal
-    output_per_token: Decimal
+    output_per_token: Decimal  # the higher of the text and reasoning output prices
     max_output_tokens: int | None
+    audio_output_per_token: Decimal = Decimal(0)
+    # (prompt tokens from which it applies, input price, output price), lowest threshold first
+    tiers: tuple[tuple[int, Decimal, Decimal], ...] = field(default=())
+    web_search_per_call: Decimal = Decimal(0)
+
+    def at(self, prompt_tokens: int) -> tuple[Decimal, Decimal]:
+        """Input and output price per token for a prompt of this size (long-context tiers)."""
+        inp, out = self.input_per_token, self.output_per_token
+        for threshold, tier_in, tier_out in self.tiers:
+            if prompt_tokens > threshold:
+                inp, out = max(inp, tier_in), max(out, tier_out)
+        return inp, out
 
 
 def _cost_map_entry(model: str) -> dict[str, Any]:
@@ -53,6 +78,46 @@ def _price(params: dict[str, Any], info: dict[str, Any], key: str) -> Decimal:
         return Decimal(0)
 
 
+def _decimal_or_zero(value: Any) -> Decimal:
+    try:
+        return to_decimal(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else Decimal(0)
+    except Exception:  # noqa: BLE001
+        return Decimal(0)
+
+
+def _extras(params: dict[str, Any], info: dict[str, Any], inp: Decimal, out: Decimal) -> GroupPrice:
+    """The prices beyond the plain per-token pair: from the deployment, else LiteLLM's cost map."""
+    listed = {**_cost_map_entry(str(params.get("model", ""))), **info, **params}
+    out = max(out, _decimal_or_zero(listed.get("output_cost_per_reasoning_token")))
+    audio = _decimal_or_zero(listed.get("output_cost_per_audio_token"))
+    tiers: dict[int, list[Decimal]] = {}
+    for key, value in listed.items():
+        match = TIER_RE.match(key)
+        if match:
+            prices = tiers.setdefault(int(match.group(2)) * 1000, [inp, out])
+            prices[0 if match.group(1) == "input" else 1] = _decimal_or_zero(value)
+    search = listed.get("search_context_cost_per_query")
+    per_call = max((_decimal_or_zero(v) for v in search.values()), default=Decimal(0)) \
+        if isinstance(search, dict) else Decimal(0)
+    return GroupPrice(inp, out, None, audio, tuple((t, p[0], p[1]) for t, p in sorted(tiers.items())), per_call)
+
+
+def _merge(prev: GroupPrice, new: GroupPrice) -> GroupPrice:
+    """Several deployments in a group: the router may pick any, so each price is the highest."""
+    if prev.max_output_tokens and new.max_output_tokens:
+        max_out: int | None = max(new.max_output_tokens, prev.max_output_tokens)
+    else:
+        max_out = new.max_output_tokens or prev.max_output_tokens
+    tiers = {t: (i, o) for t, i, o in prev.tiers}
+    for t, i, o in new.tiers:
+        old = tiers.get(t, (i, o))
+        tiers[t] = (max(i, old[0]), max(o, old[1]))
+    return GroupPrice(max(prev.input_per_token, new.input_per_token), max(prev.output_per_token, new.output_per_token),
+                      max_out, max(prev.audio_output_per_token, new.audio_output_per_token),
+                      tuple((t, i, o) for t, (i, o) in sorted(tiers.items())),
+                      max(prev.web_search_per_call, new.web_search_per_call))
+
+
 def build_price_table(model_list: list[dict[str, Any]]) -> dict[str, GroupPrice]:
     table: dict[str, GroupPrice] = {}
     for entry in model_list or []:
@@ -65,14 +130,11 @@ def build_price_table(model_list: list[dict[str, Any]]) -> dict[str, GroupPrice]
         out = _price(params, info, "output_cost_per_token")
         max_out = info.get("max_output_tokens") or _cost_map_entry(str(params.get("model", ""))).get(
             "max_output_tokens")
+        extras = _extras(params, info, inp, out)
+        price = GroupPrice(extras.input_per_token, extras.output_per_token, int(max_out) if max_out else None,
+                           extras.audio_output_per_token, extras.tiers, extras.web_search_per_call)
         prev = table.get(name)
-        if prev is not None:
-            inp, out = max(inp, prev.input_per_token), max(out, prev.output_per_token)
-            if prev.max_output_tokens and max_out:
-                max_out = max(int(max_out), prev.max_output_tokens)
-            else:
-                max_out = max_out or prev.max_output_tokens
-        table[name] = GroupPrice(inp, out, int(max_out) if max_out else None)
+        table[name] = price if prev is None else _merge(prev, price)
     return table
 
 
@@ -101,6 +163,21 @@ def estimate_prompt_tokens(data: dict[str, Any], bytes_per_token: float) -> int:
         if key in data:
             total += _text_bytes(data[key])
     return math.ceil(total / bytes_per_token) + count * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def completions_requested(data: dict[str, Any]) -> int:
+    """How many completions the provider generates and bills: ``n``, or ``best_of`` when larger
+    (text completions generate ``best_of`` candidates and return the best ``n``)."""
+    return max(_count(data.get("n")), _count(data.get("best_of")))
+
+
+def wants_audio(data: dict[str, Any]) -> bool:
+    modalities = data.get("modalities")
+    return bool(data.get("audio")) or (isinstance(modalities, list) and "audio" in modalities)
 
 
 def requested_output_tokens(data: dict[str, Any]) -> int | None:
@@ -137,4 +214,10 @@ def worst_case_usd(price: GroupPrice | None, data: dict[str, Any], bytes_per_tok
         return Decimal(0)
     prompt = estimate_prompt_tokens(data, bytes_per_token)
     output = requested_output_tokens(data) or price.max_output_tokens or default_max_output
-    return prompt * price.input_per_token + output * price.output_per_token
+    inp, out = price.at(prompt)
+    if price.audio_output_per_token and wants_audio(data):
+        out = max(out, price.audio_output_per_token)
+    total = prompt * inp + output * out * completions_requested(data)
+    if price.web_search_per_call and data.get("web_search_options") is not None:
+        total += price.web_search_per_call
+    return total

@@ -52,6 +52,7 @@ class FakeProvider:
         self.calls: list[Call] = []
         self._failures: list[Failure] = []
         self._delays: dict[str | None, float] = {}
+        self.chunk_delay = 0.0  # seconds between streamed chunks (a slow stream)
         self.rejected_keys: set[str] = set()
         self._lock = threading.Lock()
         self.app = Starlette(routes=[
@@ -83,6 +84,7 @@ class FakeProvider:
             self.calls.clear()
             self._failures.clear()
             self._delays.clear()
+            self.chunk_delay = 0.0
             self.rejected_keys.clear()
 
     def clear_failures(self) -> None:
@@ -156,8 +158,10 @@ class FakeProvider:
             return error
         model = body.get("model", "unknown")
         prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion}
+        choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
+        # n choices are n completions, all billed (as OpenAI does): usage counts every one.
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion * choices,
+                 "total_tokens": prompt + completion * choices}
         words = [f"w{i}" for i in range(completion)]
         created = int(time.time())
         cid = f"chatcmpl-fake-{len(self.calls)}"
@@ -166,8 +170,9 @@ class FakeProvider:
                 # service_tier: LiteLLM 1.102.4's Groq transformation fails on a response without it.
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "service_tier": "on_demand",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": " ".join(words)}}],
+                "choices": [{"index": i, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": " ".join(words)}}
+                            for i in range(choices)],
                 "usage": usage,
             })
 
@@ -177,6 +182,8 @@ class FakeProvider:
             yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                              "finish_reason": None}]})
             for word in words:
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
                 yield _sse({**base, "choices": [{"index": 0, "delta": {"content": word + " "},
                                                  "finish_reason": None}]})
             yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
