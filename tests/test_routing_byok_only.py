@@ -85,6 +85,9 @@ def test_mixed_group_serves_platform_callers_from_its_keyed_deployment_only(fres
     for _ in range(6):
         response, _ = chat(fresh, MASTER_KEY, MIXED_GROUP)
         assert response.status_code == 200, response.text
+        # first try: the keyless deployment was never attempted (it used to fail locally, then retry)
+        assert response.headers.get("x-litellm-attempted-retries") == "0"
+        assert response.headers.get("x-litellm-attempted-fallbacks", "0") == "0"
     served = fake.provider.calls_to(path_suffix="/chat/completions")
     assert len(served) == 6 and {c.model for c in served} == {"mixed-qwen"}  # never Qwen2.5-7B-Instruct-Turbo
     assert {c.authorization for c in served} == {f"Bearer {MIXED_KEY}"}
