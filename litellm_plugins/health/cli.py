@@ -37,7 +37,7 @@ def _table(body: dict[str, Any]) -> str:
         for d in provider["deployments"]:
             probe = d.get("last_probe")
             note = d.get("reason") or (f"probe {'ok' if probe['ok'] else probe['error']} at {probe['at']}"
-                                       if probe else "")
+                                       if probe else d.get("not_probed_reason") or "")
             lines.append(
                 f"{provider['provider']:<14} {d['model_group'][:28]:<28} {d['model_id'][:18]:<18} "
                 f"{d['status']:<12} {num(d['error_rate'], '{:.2f}'):>6} {num(d['latency_p50_ms']):>7} "
