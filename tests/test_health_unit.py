@@ -367,3 +367,43 @@ async def test_probe_of_a_broken_url_is_a_failed_probe_not_a_crash():
     async with httpx.AsyncClient() as client:
         result = await probe_once(client, broken, 0.5)
     assert result.ok is False and result.error
+
+
+def test_health_reports_unknown_and_byok_only_without_inventing_uptime():
+    from litellm_plugins.health.api import _provider_status, describe, judge
+
+    never = judge({**describe({}, 30000, 0), "uptime": {"24h": 100.0, "7d": 100.0, "30d": 100.0}}, {}, None)
+    assert (never["status"], never["up"], never["uptime"]) == ("unknown", None, {"24h": None, "7d": None, "30d": None})
+    probed = {"probe_at": "1000", "probe_ok": "1", "state": "closed"}
+    seen = judge({**describe(probed, 30000, 2000), "uptime": {"24h": 100.0}}, probed, None)
+    assert (seen["status"], seen["up"], seen["uptime"]) == ("healthy", True, {"24h": 100.0})
+    called = {"err": "0.0"}
+    assert judge(describe(called, 30000, 0), called, None)["status"] == "healthy"
+    keyless = judge({**describe({}, 30000, 0), "uptime": {}}, {}, "byok_only")
+    assert (keyless["status"], keyless["up"]) == ("byok_only", None)
+    forced = {"forced": "down", "forced_reason": "maintenance"}
+    assert judge(describe(forced, 30000, 0), forced, "byok_only")["status"] == "forced_down"
+    assert _provider_status([never, seen]) == "healthy"
+    assert _provider_status([never, never]) == "unknown"
+    assert _provider_status([keyless, keyless]) == "byok_only"
+
+
+def test_byok_only_deployments_are_never_probed():
+    d = from_entry({"model_name": "g", "model_info": {"id": "1"},
+                    "litellm_params": {"model": "groq/llama", "api_key": None}}, missing=("GROQ_API_KEY",))
+    assert d.probe_url is None and d.byok_only and d.platform_status == "byok_only"
+    assert "GROQ_API_KEY" in d.not_probed_reason(())
+    local = from_entry({"model_name": "l", "model_info": {"id": "2"},
+                        "litellm_params": {"model": "ollama_chat/llama3", "api_base": None}},
+                       missing=("OLLAMA_API_BASE",), byok_servable=False)
+    assert local.platform_status == "unconfigured" and local.probe_url is None
+    hf = from_entry({"model_name": "h", "model_info": {"id": "3"},
+                     "litellm_params": {"model": "huggingface/mistralai/Mistral-7B", "api_key": "hf_x"}})
+    assert hf.probe_url == "https://router.huggingface.co/v1/models" and hf.not_probed_reason(()) is None
+    ollama_default = from_entry({"model_name": "o", "model_info": {"id": "4"},
+                                 "litellm_params": {"model": "ollama_chat/llama3"}})
+    assert ollama_default.probe_url == "http://localhost:11434/api/tags"
+    demo = from_entry({"model_name": "demo", "model_info": {"id": "5"},
+                       "litellm_params": {"model": "openai/demo", "mock_response": "hi"}})
+    assert "mock_response" in demo.not_probed_reason(())
+    assert "probe_exclude" in hf.not_probed_reason(("h",))

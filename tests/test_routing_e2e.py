@@ -312,7 +312,7 @@ def test_policy_route_shows_the_callers_own_tier(shipped) -> None:
         assert body["default_level"] == "eco"
         eco = body["levels"]["eco"]["candidates"]
         assert eco[0] == {"model_group": FIRST["eco"], "available": True, "allowed_for_key": True,
-                          "retry_after_s": None}
+                          "retry_after_s": None, "byok_only": False}
         assert client.get("/plugins/routing/policy", params={"tier": "enterprise"}).status_code == 403
     with shipped.client(MASTER_KEY) as client:
         body = client.get("/plugins/routing/policy", params={"tier": "professional"}).json()

@@ -40,6 +40,7 @@ from litellm_plugins.byok import store
 from litellm_plugins.byok.crypto import Cipher, mask
 from litellm_plugins.byok.providers import configured_providers, group_providers, provider_of
 from litellm_plugins.byok.store import KeyCache, StoredKey
+from litellm_plugins.core import catalog
 from litellm_plugins.core.context import CONTEXT_KEY, for_request
 from litellm_plugins.core.errors import service_unavailable
 from litellm_plugins.core.identity import account_id
@@ -391,7 +392,7 @@ class ByokHook(CustomLogger):
         ctx["byok_used"] = False
         _user_key_failures.set(set())
         _guard_router_cooldowns()
-        if key.policy == "prefer" and str(call_type) in FALLBACK_CALL_TYPES:
+        if key.policy == "prefer" and str(call_type) in FALLBACK_CALL_TYPES and _has_platform_key(group):
             _add_platform_fallback(data, group)
         return data
 
@@ -524,6 +525,13 @@ def _ctx_of_logging(kwargs: dict[str, Any]) -> dict[str, Any]:
         if ctx:
             return ctx
     return _ctx_of(kwargs)
+
+
+def _has_platform_key(group: str) -> bool:
+    """False when every deployment of ``group`` is BYOK-only (``core.catalog``): retrying it "with the
+    platform key" could only fail, slowly."""
+    cat = catalog.snapshot()
+    return cat is None or group not in cat.byok_only_groups
 
 
 def _add_platform_fallback(data: dict[str, Any], group: str) -> None:

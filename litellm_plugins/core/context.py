@@ -20,6 +20,8 @@ Keys (each owned by one capability):
   model_group    routing  model group chosen (``data["model"]`` after routing)
   degraded       routing  True when routed to a cheaper level for lack of credits
   escalated      routing  True when moved to a higher level because no model of the asked one can serve
+  byok_providers routing  providers the caller holds a usable BYOK key for (tuple; only while some
+                          deployment is BYOK-only, core.catalog) -- read by routing's router filter
   byok_provider  byok     provider for which the caller has a key usable on this request
   byok_policy    byok     "prefer" | "only"
   byok_used      byok     True once an attempt went out with the caller's key (set per attempt)

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from fastapi import APIRouter
 
-from litellm_plugins.core import runtime
+from litellm_plugins.core import catalog, runtime
 from litellm_plugins.core.db import DatabaseUnavailable, create_pool
 from litellm_plugins.core.migrator import MigrationError, migrate
 from litellm_plugins.core.migrator import status as migration_status
@@ -103,6 +103,9 @@ async def start() -> None:
         sys.stdout.flush()
         os._exit(EXIT_STARTUP_REFUSED)
     runtime.install(rt)
+    keyless = catalog.startup_line(rt.config)
+    if keyless:
+        log.warning(keyless)
     from litellm.proxy.proxy_server import app
 
     routers: list[APIRouter] = []

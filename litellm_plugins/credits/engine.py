@@ -21,7 +21,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from litellm_plugins.core import context
+from litellm_plugins.core import catalog, context
 from litellm_plugins.core.errors import plugin_error, service_unavailable
 from litellm_plugins.core.identity import Caller, account_id
 from litellm_plugins.core.redis_send import SendOnlyRedis
@@ -201,7 +201,9 @@ class Engine:
             return
         usage = getattr(response, "usage", None)
         meta = data.get("metadata") or {}
-        slo = {"metadata": meta, "response_cost": cost, "model_group": data.get("model"),
+        # No "model_group" from data["model"]: after a fallback that is still the first group tried;
+        # usage_row names the group that served from the deployment id (hidden params: the final attempt).
+        slo = {"metadata": meta, "response_cost": cost,
                "model_id": hidden.get("model_id"), "custom_llm_provider": hidden.get("custom_llm_provider"),
                "prompt_tokens": getattr(usage, "prompt_tokens", 0), "stream": False,
                "completion_tokens": getattr(usage, "completion_tokens", 0)}
@@ -247,9 +249,7 @@ class Engine:
             "key_hash": meta.get("user_api_key_hash") or kwargs.get("_key_hash"),
             "requested_model": ctx.get("requested_model") or hold.get("model") or kwargs.get("_requested_model"),
             "power_level": ctx.get("power_level"),
-            "model_group": slo.get("model_group") or ctx.get("model_group") or kwargs.get("_model_group"),
-            "deployment": slo.get("model_id") or None,
-            "provider": slo.get("custom_llm_provider") or None,
+            **_served(slo, ctx, kwargs),
             "byok": bool(ctx.get("byok_used") or hold.get("byok")),
             "prompt_tokens": int(slo.get("prompt_tokens") or 0),
             "completion_tokens": int(slo.get("completion_tokens") or 0),
@@ -459,6 +459,22 @@ class Engine:
                 await self.cache.release(r["account"], "", r["balance"], r["version"], pipe=pipe)
             results = await pipe.execute()
         return sum(1 for result in results if result == 2)
+
+
+def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Group, deployment and provider of the attempt that produced this outcome, plus routing's first
+    choice. The deployment id is the ground truth (LiteLLM sets it per attempt); its group and
+    provider come from the router's catalog, so a fallback is recorded as what actually served."""
+    model_id = slo.get("model_id") or None
+    cat = catalog.snapshot()
+    entry = cat.entries.get(str(model_id)) if cat is not None and model_id is not None else None
+    first = ctx.get("model_group") or kwargs.get("_model_group")
+    return {
+        "model_group": (entry.group if entry else None) or slo.get("model_group") or first,
+        "deployment": model_id,
+        "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
+        "first_choice_group": first,
+    }
 
 
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:

@@ -91,8 +91,33 @@ async def _history(rt: runtime.Runtime, ids: list[str]) -> dict[str, dict[str, A
     return value
 
 
+def has_evidence(fields: dict[str, str]) -> bool:
+    """Whether anything was ever observed about a deployment: a probe result, a traffic outcome
+    (the error-rate EWMA is written by the first one), a circuit that moved, or an override."""
+    return bool(fields.get("probe_at") or fields.get("err") not in (None, "")
+                or (fields.get("state") or "closed") != "closed" or fields.get("forced"))
+
+
+NO_UPTIME = {"24h": None, "7d": None, "30d": None}
+
+
+def judge(entry: dict[str, Any], fields: dict[str, str], platform_status: str | None) -> dict[str, Any]:
+    """Say only what is known. ``byok_only`` / ``unconfigured`` (a platform setting is unset: nothing
+    the platform could measure) and ``unknown`` (never probed, never called) have ``up`` and uptime
+    ``null``, not "100%". Routing treats ``unknown`` like a closed circuit; ``byok_only`` serves only
+    callers with their own key, ``unconfigured`` nobody (``core.catalog``)."""
+    if fields.get("forced"):
+        return entry
+    if platform_status is not None or not has_evidence(fields):
+        entry.update(status=platform_status or "unknown", up=None, uptime=dict(NO_UPTIME))
+    return entry
+
+
 def _provider_status(deployments: list[dict[str, Any]]) -> str:
-    ups = [d["up"] for d in deployments]
+    ups = [d["up"] for d in deployments if d["up"] is not None]
+    if not ups:
+        statuses = {d["status"] for d in deployments}
+        return statuses.pop() if len(statuses) == 1 else "unknown"
     return "healthy" if all(ups) else "down" if not any(ups) else "degraded"
 
 
@@ -107,10 +132,15 @@ async def snapshot(rt: runtime.Runtime, admin: bool, model_group: str | None = N
     now = now_ms()
     cooldown_ms = int(svc.settings.cooldown_s * 1000)
     providers: dict[str, list[dict[str, Any]]] = {}
+    excluded = frozenset(svc.settings.probe_exclude_model_groups)
     for d in sorted(deployments, key=lambda x: (x.provider, x.model_group, x.model_id)):
-        entry = {**d.public(), **describe(live.get(d.model_id, {}), cooldown_ms, now),
+        fields = live.get(d.model_id, {})
+        not_probed = d.not_probed_reason(excluded)
+        entry = {**d.public(), **describe(fields, cooldown_ms, now),
                  **hist.get(d.model_id, {}), "excluded_from_routing": d.model_id in routing_excluded,
-                 "probed": d.probe_url is not None and d.model_group not in svc.settings.probe_exclude_model_groups}
+                 "probed": not_probed is None, "not_probed_reason": not_probed,
+                 "byok_only": d.platform_status == "byok_only", "missing_settings": list(d.missing)}
+        judge(entry, fields, d.platform_status)
         if admin:
             entry["endpoint"] = d.endpoint
         providers.setdefault(d.provider, []).append(entry)

@@ -7,6 +7,7 @@ LiteLLM's own id function, so they match the running proxy's.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from typing import Any
 
@@ -19,10 +20,10 @@ from litellm_plugins.core.runtime import Runtime
 def _router_deployments(config: dict[str, Any]):  # noqa: ANN202 - list[Deployment]
     from litellm import Router
 
-    from litellm_plugins.health.deployments import from_entry
+    from litellm_plugins.health.deployments import from_router
 
-    router = Router(model_list=config.get("model_list") or [])
-    return [d for d in (from_entry(e) for e in router.model_list) if d is not None]
+    router = Router(model_list=copy.deepcopy(config.get("model_list") or []))
+    return from_router(router, config)
 
 
 def _table(body: dict[str, Any]) -> str:
@@ -36,7 +37,7 @@ def _table(body: dict[str, Any]) -> str:
         for d in provider["deployments"]:
             probe = d.get("last_probe")
             note = d.get("reason") or (f"probe {'ok' if probe['ok'] else probe['error']} at {probe['at']}"
-                                       if probe else "")
+                                       if probe else d.get("not_probed_reason") or "")
             lines.append(
                 f"{provider['provider']:<14} {d['model_group'][:28]:<28} {d['model_id'][:18]:<18} "
                 f"{d['status']:<12} {num(d['error_rate'], '{:.2f}'):>6} {num(d['latency_p50_ms']):>7} "

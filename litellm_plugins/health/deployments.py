@@ -25,6 +25,12 @@ DEFAULT_API_BASES: dict[str, str] = {
     "fireworks_ai": "https://api.fireworks.ai/inference/v1",
     "mistral": "https://api.mistral.ai/v1",
     "anthropic": "https://api.anthropic.com",
+    # LiteLLM's HuggingFace chat handler calls its OpenAI-compatible router (``/v1/chat/completions``),
+    # which also answers ``GET /v1/models``.
+    "huggingface": "https://router.huggingface.co/v1",
+    # LiteLLM's default for an Ollama deployment without api_base.
+    "ollama": "http://localhost:11434",
+    "ollama_chat": "http://localhost:11434",
 }
 
 
@@ -43,6 +49,34 @@ class Deployment:
     api_base: str | None
     probe_url: str | None
     probe_headers: tuple[tuple[str, str], ...]  # contains the platform key: never log or return
+    missing: tuple[str, ...] = ()  # unset os.environ/ settings (core.catalog): BYOK-only, never probed
+    mocked: bool = False           # mock_response: answers inside the proxy
+    byok_servable: bool = True     # only its api_key is missing: a caller's own key serves it
+
+    @property
+    def byok_only(self) -> bool:
+        """No platform config (either kind below): never probed, never routed to for platform traffic."""
+        return bool(self.missing)
+
+    @property
+    def platform_status(self) -> str | None:
+        """``byok_only`` (key unset), ``unconfigured`` (e.g. api_base unset), or None."""
+        if not self.missing:
+            return None
+        return "byok_only" if self.byok_servable else "unconfigured"
+
+    def not_probed_reason(self, excluded: frozenset[str] | set[str] | tuple[str, ...]) -> str | None:
+        """Why the prober skips this deployment (None: it is probed), for the API to say so."""
+        if self.missing:
+            return (f"{self.platform_status}: {', '.join(self.missing)} unset "
+                    "(never probed with a missing platform setting)")
+        if self.model_group in excluded:
+            return "listed in probe_exclude_model_groups"
+        if self.mocked:
+            return "answers locally (mock_response): nothing to probe"
+        if self.probe_url is None:
+            return "no api_base to probe"
+        return None
 
     @property
     def endpoint(self) -> str | None:
@@ -71,7 +105,10 @@ def _probe(provider: str, api_base: str | None, key: str | None) -> tuple[str | 
     return base + "/models", (("authorization", f"Bearer {key}"),) if key else ()
 
 
-def from_entry(entry: dict[str, Any]) -> Deployment | None:
+def from_entry(entry: dict[str, Any], missing: tuple[str, ...] = (),
+               byok_servable: bool = True) -> Deployment | None:
+    """``entry``: one deployment of LiteLLM's router (values already resolved); ``missing``: its
+    unset ``os.environ/`` settings, from ``core.catalog``."""
     info = entry.get("model_info") or {}
     params = entry.get("litellm_params") or {}
     model_id = info.get("id")
@@ -82,8 +119,29 @@ def from_entry(entry: dict[str, Any]) -> Deployment | None:
     mocked = params.get("mock_response") is not None
     api_base = None if mocked else (_resolve(params.get("api_base")) or DEFAULT_API_BASES.get(provider))
     url, headers = _probe(provider, api_base, _resolve(params.get("api_key")))
+    if missing:
+        url, headers = None, ()  # a probe without the platform's key or endpoint proves nothing
     return Deployment(str(model_id), str(entry.get("model_name") or ""), model, str(provider), api_base,
-                      url, headers)
+                      url, headers, tuple(missing), mocked, byok_servable)
+
+
+def from_router(router: Any, config: dict[str, Any] | None) -> list[Deployment]:
+    """Every deployment of ``router``, with what ``config`` (raw) says is missing."""
+    from litellm_plugins.core.catalog import Catalog
+    cat = Catalog(router, config)
+    return _with_catalog(router, cat)
+
+
+def _with_catalog(router: Any, cat: Any) -> list[Deployment]:
+    out = []
+    for entry in router.model_list or []:
+        model_id = (entry.get("model_info") or {}).get("id")
+        known = cat.entries.get(str(model_id)) if cat is not None and model_id is not None else None
+        deployment = (from_entry(entry, known.missing, known.byok_servable) if known is not None
+                      else from_entry(entry))
+        if deployment is not None:
+            out.append(deployment)
+    return out
 
 
 def current() -> list[Deployment]:
@@ -95,9 +153,5 @@ def current() -> list[Deployment]:
     router = getattr(proxy_server, "llm_router", None)
     if router is None:
         return []
-    out = []
-    for entry in router.model_list or []:
-        deployment = from_entry(entry)
-        if deployment is not None:
-            out.append(deployment)
-    return out
+    from litellm_plugins.core import catalog
+    return _with_catalog(router, catalog.snapshot())

@@ -148,7 +148,10 @@ class Prober:
                 log.exception("health: pruning history failed")
 
     async def _first_seen(self, deployments: list[Deployment]) -> None:
-        new = [d for d in deployments if d.model_id not in self._seen]
+        """Start the uptime timeline of deployments this prober measures. One it never probes gets
+        no "first seen: up" row: its uptime stays unknown (null) rather than an unearned 100%."""
+        excluded = frozenset(self.settings.probe_exclude_model_groups)
+        new = [d for d in deployments if d.model_id not in self._seen and d.not_probed_reason(excluded) is None]
         if new:
             try:
                 await store.record_first_seen(self.service.rt.pool,
@@ -162,7 +165,7 @@ class Prober:
         excluded = set(self.settings.probe_exclude_model_groups)
         targets: dict[tuple[str, tuple[tuple[str, str], ...]], list[Deployment]] = defaultdict(list)
         for d in deployments:
-            if d.probe_url and d.model_group not in excluded:
+            if d.probe_url and d.model_group not in excluded and not d.byok_only:
                 targets[(d.probe_url, d.probe_headers)].append(d)
         if not targets:
             return

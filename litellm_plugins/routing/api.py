@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from litellm_plugins.core import catalog
 from litellm_plugins.core.errors import forbidden, not_found
 from litellm_plugins.core.identity import Caller
 from litellm_plugins.core.routes import current_caller
@@ -40,12 +41,25 @@ async def policy_for_caller(tier: str | None = Query(default=None),
     unhealthy = availability.unhealthy_ids()
     now = availability.now()
     restrict = policy.key_restriction(caller.models) if tier is None else None
+    cat = catalog.snapshot()
+    keyless: frozenset[str] = frozenset()
+    if cat is not None and cat.byok_only:
+        from litellm_plugins.byok import public as byok_public
+        own = await byok_public.providers_for(caller.user_id, caller.team_id, caller.key_hash)
+        keyless = cat.keyless_for(own)
 
     def candidate(group: str) -> dict[str, Any]:
-        hit = snap.blocked(group, unhealthy, now) if snap is not None else None
-        return {"model_group": group, "available": hit is None,
-                "allowed_for_key": restrict is None or group in restrict,
-                "retry_after_s": None if hit is None or hit.retry_after is None else round(hit.retry_after, 1)}
+        hit = snap.blocked(group, unhealthy, now, keyless) if snap is not None else None
+        out: dict[str, Any] = {
+            "model_group": group, "available": hit is None,
+            "allowed_for_key": restrict is None or group in restrict,
+            "retry_after_s": None if hit is None or hit.retry_after is None else round(hit.retry_after, 1),
+            # every deployment lacks its platform config: only callers with their own key for one of
+            # `byok_providers` are routed here (none: unconfigured); `available` says if this caller is
+            "byok_only": cat is not None and group in cat.byok_only_groups}
+        if out["byok_only"]:
+            out["byok_providers"] = sorted(cat.byok_only_groups[group])
+        return out
 
     return {
         "tier": rule.name,

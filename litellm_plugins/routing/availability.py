@@ -39,6 +39,7 @@ class Blocked:
 
     group: str
     retry_after: float | None
+    byok_only: bool = False  # every deployment lacks its platform key and the caller has no key of its own
 
 
 class Availability:
@@ -66,14 +67,23 @@ class Availability:
         # Keep the cache object, not its dict: LiteLLM may swap ``cache_dict`` on a flush.
         self._memory = memory if isinstance(getattr(memory, "cache_dict", None), dict) else None
 
-    def blocked(self, group: str, unhealthy: frozenset[str], now: float) -> Blocked | None:
-        """None when at least one deployment of ``group`` may take traffic."""
+    def blocked(self, group: str, unhealthy: frozenset[str], now: float,
+                keyless: frozenset[str] = frozenset()) -> Blocked | None:
+        """None when at least one deployment of ``group`` may take traffic.
+
+        ``keyless``: BYOK-only deployments this caller cannot use (``core.catalog``: no platform key,
+        and no key of the caller's for their provider) -- out for this request, like unhealthy ones.
+        """
         keys = self.keys.get(group)
         if not keys:
             return None  # unknown to the router (e.g. added later): let LiteLLM decide
         cooldowns = self._memory.cache_dict if self._memory is not None else None
         soonest: float | None = None
+        skipped_keyless = 0
         for model_id, key in keys:
+            if model_id in keyless:
+                skipped_keyless += 1
+                continue
             if model_id in unhealthy:
                 continue
             entry = cooldowns.get(key) if cooldowns else None
@@ -83,6 +93,8 @@ class Availability:
             if until is None or until <= now:
                 return None
             soonest = until if soonest is None else min(soonest, until)
+        if skipped_keyless == len(keys):
+            return Blocked(group, None, byok_only=True)
         return Blocked(group, None if soonest is None else soonest - now)
 
 

@@ -13,15 +13,16 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-from litellm_plugins.core import context
+from litellm_plugins.core import catalog, context
 from litellm_plugins.core.errors import bad_request
 from litellm_plugins.core.identity import Caller
 from litellm_plugins.routing import availability
 from litellm_plugins.routing.capabilities import NO_NEEDS, needs_of
-from litellm_plugins.routing.policy import Decision, Policy
+from litellm_plugins.routing.policy import BYOK_ONLY, Decision, Policy
 from litellm_plugins.routing.settings import AUTO, CUSTOM
 
 if TYPE_CHECKING:
@@ -100,8 +101,71 @@ def _is_admin(auth: UserAPIKeyAuth) -> bool:
     return (role.value if isinstance(role, LitellmUserRoles) else role) == ADMIN_ROLE
 
 
+# Context key: the providers the caller holds a usable BYOK key for (a tuple: the context travels in
+# LiteLLM's metadata, which logging integrations serialise). Set only while some deployment is BYOK-only.
+OWN_PROVIDERS = "byok_providers"
+
+
+async def _keyless_for(auth: UserAPIKeyAuth, data: dict) -> frozenset[str]:
+    """BYOK-only deployment ids this caller cannot use (no platform key, no key of theirs).
+
+    Costs nothing while every deployment has its platform config; otherwise one lookup in BYOK's
+    per-worker key cache (which the BYOK pre-call hook right after us would do anyway).
+    """
+    cat = catalog.snapshot()
+    if cat is None or not cat.byok_only:
+        return frozenset()
+    from litellm_plugins.byok import public as byok_public  # late: byok imports core at load
+    own = await byok_public.providers_for_auth(auth)
+    context.for_request(data)[OWN_PROVIDERS] = tuple(sorted(own))
+    return cat.keyless_for(own)
+
+
+async def _own_providers(request_kwargs: dict | None) -> frozenset[str]:
+    """The caller's providers from the request context routing recorded, else from BYOK directly."""
+    kwargs = request_kwargs or {}
+    metadata = kwargs.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = kwargs.get("litellm_metadata")
+    if not isinstance(metadata, dict):
+        return frozenset()
+    ctx = metadata.get(context.CONTEXT_KEY)
+    if isinstance(ctx, context.RequestContext) and OWN_PROVIDERS in ctx:
+        return frozenset(ctx[OWN_PROVIDERS])
+    from litellm_plugins.byok import public as byok_public
+    return await byok_public.providers_for_metadata(metadata)
+
+
 class RoutingHook(CustomLogger):
     """Hook methods must be defined on this class itself: LiteLLM skips inherited overrides."""
+
+    async def async_filter_deployments(self, model: str, healthy_deployments: list, messages: Any,
+                                       request_kwargs: dict | None = None,
+                                       parent_otel_span: Any = None) -> list[dict]:
+        """Within a group, drop BYOK-only deployments the caller has no key for (``core.catalog``).
+
+        Routing already skips a group whose every deployment is BYOK-only for this caller; this
+        covers mixed groups, fallbacks and calls routing does not route (embeddings naming a model).
+        """
+        cat = catalog.snapshot()
+        if cat is None or not cat.byok_only:  # the common case: every deployment has its key
+            return healthy_deployments
+        if not any((d.get("model_info") or {}).get("id") in cat.byok_only for d in healthy_deployments):
+            return healthy_deployments
+        keyless = cat.keyless_for(await _own_providers(request_kwargs))
+        kept = [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") not in keyless]
+        if kept or not healthy_deployments:
+            return kept
+        missing = sorted({n for d in healthy_deployments
+                          for n in cat.entries[str(d["model_info"]["id"])].missing})
+        providers = sorted({e.provider for d in healthy_deployments
+                            if (e := cat.entries[str(d["model_info"]["id"])]).byok_servable})
+        who = (f"it serves only callers with their own key for {', '.join(providers)} (POST /plugins/byok/keys)"
+               if providers else "it cannot serve anyone until the operator sets them")
+        # A clean 503 LiteLLM's fallbacks run on, at once, instead of a slow failure at the provider.
+        raise litellm.ServiceUnavailableError(
+            message=f"model {model!r} is not configured on this proxy ({', '.join(missing)} unset): {who}",
+            model=model, llm_provider="")
 
     async def async_pre_call_hook(self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict,
                                   call_type: Any) -> dict | None:
@@ -132,11 +196,14 @@ class RoutingHook(CustomLogger):
         else:
             unhealthy = availability.unhealthy_ids()
             now = availability.now()
+            keyless = await _keyless_for(user_api_key_dict, data)
 
-            def blocked(group: str) -> float | bool | None:
-                hit = snap.blocked(group, unhealthy, now)
+            def blocked(group: str) -> float | bool | str | None:
+                hit = snap.blocked(group, unhealthy, now, keyless)
                 if hit is None:
                     return None
+                if hit.byok_only:
+                    return BYOK_ONLY
                 return hit.retry_after if hit.retry_after is not None else True
 
         needs = needs_of(data, state.settings.chars_per_token) if policy.capability_check else NO_NEEDS

@@ -49,8 +49,10 @@ class Decision:
     escalated: bool = False             # moved to a pricier level because the asked one cannot serve
 
 
-# A group is usable when this returns None; otherwise seconds until it may be (None = unknown).
-BlockedFn = Callable[[str], "float | None | bool"]
+# A group is usable when this returns None; otherwise seconds until it may be (True = unknown), or
+# BYOK_ONLY: every deployment lacks its platform key and the caller holds no key of its providers.
+BlockedFn = Callable[[str], "float | None | bool | str"]
+BYOK_ONLY = "byok_only"
 
 
 class Policy:
@@ -234,6 +236,8 @@ class Policy:
         chosen: str | None = None
         rest: list[str] = []
         waits: list[float] = []
+        keyless: list[str] = []
+        considered = 0
         for i, group in enumerate(candidates):
             wait = blocked(group)
             if wait is None:
@@ -242,14 +246,22 @@ class Policy:
                 else:
                     rest.append(group)
             else:
-                if isinstance(wait, (int, float)) and not isinstance(wait, bool):
+                considered += 1
+                if wait == BYOK_ONLY:
+                    keyless.append(group)
+                elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
                     waits.append(float(wait))
                 if first_only and i == 0:
                     break  # a named model that cannot serve is a 503, not a silent model swap
         if chosen is None:
+            byok = (f"{', '.join(keyless)}: not configured with a platform key on this proxy, served only "
+                    "with your own provider key (POST /plugins/byok/keys)") if keyless else ""
+            if keyless and len(keyless) == considered:
+                # Waiting does not help: no Retry-After. The operator sets the keys, or the caller adds one.
+                service_unavailable(f"no model for {what} can serve you: {byok}")
             retry = max(1, int(min(waits) + 0.999)) if waits else self.settings.retry_after_seconds
-            service_unavailable(f"no healthy model for {what}: every candidate is unhealthy or cooling down; "
-                                f"retry in {retry}s", retry_after_s=retry)
+            service_unavailable(f"no healthy model for {what}: every candidate is unhealthy or cooling down"
+                                + (f" ({byok})" if byok else "") + f"; retry in {retry}s", retry_after_s=retry)
         return chosen, tuple(rest)
 
     def key_restriction(self, key_models: Iterable[str] | None) -> frozenset[str] | None:

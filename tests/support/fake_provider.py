@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible provider on loopback — the only fake in end-to-end tests.
 
-Serves chat completions (plain and streamed, with ``usage``), text completions, embeddings and
-``/models``; fails on demand (status codes, slowness, down); records the Authorization header and
+Serves chat completions (plain and streamed, with ``usage``), text completions, embeddings,
+``/models`` and Ollama's ``/api/tags``; fails on demand (status codes, slowness, down); records the Authorization header and
 model of every call. Runs in a thread of the test process, or standalone
 (``python -m tests.support.fake_provider --port 9000``) for benchmarks, and is steerable over HTTP
 (``/_fake/...``) so other processes can drive it.
@@ -64,6 +64,8 @@ class FakeProvider:
             Route("/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/models", self._models, methods=["GET"]),
+            # Ollama's model list (what the health prober asks an Ollama endpoint)
+            Route("/api/tags", self._ollama_tags, methods=["GET"]),
             Route("/_fake/calls", self._ctl_calls, methods=["GET", "DELETE"]),
             Route("/_fake/fail", self._ctl_fail, methods=["POST", "DELETE"]),
             Route("/_fake/delay", self._ctl_delay, methods=["POST", "DELETE"]),
@@ -224,6 +226,12 @@ class FakeProvider:
         if error is not None:
             return error
         return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def _ollama_tags(self, request: Request) -> Response:
+        _, error = await self._prelude(request)
+        if error is not None:
+            return error
+        return JSONResponse({"models": [{"name": "fake-model:latest", "model": "fake-model:latest"}]})
 
     # ---- HTTP control (for other processes) ------------------------------------------------
     async def _ctl_calls(self, request: Request) -> Response:

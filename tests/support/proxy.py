@@ -46,7 +46,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None,
+                platform_keys: bool = True) -> dict[str, Any]:
+    """``platform_keys=False`` mirrors a fresh machine: every ``os.environ/`` reference of the shipped
+    ``model_list`` stays as shipped (unset in the proxy's environment: provider keys are stripped,
+    ``VLLM_API_BASE`` / ``OLLAMA_API_BASE`` are not set); deployments with a key reference still
+    point at the fake, so a BYOK caller's call reaches it."""
     config = yaml.safe_load(PROXY_CONFIG.read_text())
     for entry in config["model_list"]:
         params = entry["litellm_params"]
@@ -56,6 +61,10 @@ def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None) -> 
         if model.startswith(NON_OPENAI_WIRE):
             params["model"] = "openai/" + model.split("/", 1)[1]
             params["custom_llm_provider"] = "openai"
+        if not platform_keys:
+            if not str(params.get("api_base", "")).startswith("os.environ/"):
+                params["api_base"] = fake_base_url
+            continue
         params["api_base"] = fake_base_url
         params["api_key"] = platform_key(model)
     config.setdefault("general_settings", {})["custom_auth"] = "tests.support.custom_auth.authenticate"
