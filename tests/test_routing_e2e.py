@@ -225,8 +225,9 @@ FAILING_POLICY = {
 def failing(start_proxy, keys) -> ProxyProcess:
     keys.add("sk-fail-ent", user_id="fe", metadata={"tier": "enterprise"})
     keys.add("sk-fail-basic", user_id="fb", metadata={"tier": "basic"})
-    # allowed_fails 1 for every failure the shipped allowed_fails_policy counts (that policy is what
-    # makes LiteLLM 1.108 cool down a single-deployment group at all)
+    # allowed_fails 1, also as a per-exception policy: LiteLLM 1.108 never cools down the only
+    # deployment of a group on allowed_fails alone; the policy makes 1.102.4 and 1.108.7 both cool
+    # it down after the second failure (docs/litellm.md fact 24)
     policy = {f"{kind}ErrorAllowedFails": 1 for kind in (
         "Authentication", "Timeout", "RateLimit", "InternalServer", "ServiceUnavailable", "BadGateway")}
     overrides = {"router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 60,
