@@ -56,7 +56,17 @@ class Connection:
         assert self.reader is not None and self.writer is not None
         start = time.perf_counter()
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            # The server closed the idle keep-alive connection (uvicorn: after 5 s, e.g. while the
+            # other proxy warmed up on a loaded machine) before reading this request: reopen, resend.
+            await self.close()
+            await self._open()
+            assert self.reader is not None and self.writer is not None
+            start = time.perf_counter()
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
