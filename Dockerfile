@@ -1,3 +1,14 @@
+# ---- web console build stage (litellm_plugins/console): Node only here, never in the final image ----
+# Build tools are exactly package-lock.json's (esbuild, Chart.js); the output is copied as package data.
+FROM node:20.20.2-bookworm-slim AS console
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY scripts/build-console.mjs ./scripts/
+COPY litellm_plugins/console/src ./litellm_plugins/console/src
+RUN node scripts/build-console.mjs
+# ---- end of the console build stage ----
+
 # The official LiteLLM proxy image at exactly the version pyproject.toml pins, plus litellm-plugins.
 # tests/test_core_packaging.py checks that the tag matches the pin and that everything copied exists.
 FROM ghcr.io/berriai/litellm:v1.102.4
@@ -5,6 +16,7 @@ FROM ghcr.io/berriai/litellm:v1.102.4
 WORKDIR /app/litellm-plugins
 COPY pyproject.toml README.md ./
 COPY litellm_plugins ./litellm_plugins
+COPY --from=console /src/litellm_plugins/console/static ./litellm_plugins/console/static
 # litellm[proxy]==1.102.4 is already in the image, so pip only adds our package and its small deps.
 RUN pip install --no-cache-dir . && litellm-plugins --help >/dev/null
 

@@ -128,3 +128,36 @@ async def summary(conn: asyncpg.Connection, flt: UsageFilter, by: str) -> list[d
         f"percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms "
         f"FROM usage_log{where} GROUP BY {column} ORDER BY requests DESC, key", *args)
     return [dict(r) for r in rows]
+
+
+BUCKETS = ("hour", "day", "week", "month")
+TOP_N = 10
+
+
+async def dashboard(conn: asyncpg.Connection, flt: UsageFilter, bucket: str, tops: bool) -> dict[str, Any]:
+    """Everything the console's usage screen draws, in one read-only transaction: totals, a time
+    series (``date_trunc(bucket)`` in UTC), per level / provider / model and, for an all-accounts
+    view, the top accounts. Each aggregate is one scan of the filtered rows through the
+    ``(account, created_at)`` or ``(created_at)`` index."""
+    where, args = flt.where()
+    agg = ("count(*) AS requests, count(*) FILTER (WHERE status = 'success') AS succeeded, "
+           "count(*) FILTER (WHERE byok) AS byok_requests, "
+           "COALESCE(sum(credits_charged), 0)::bigint AS credits_charged, COALESCE(sum(cost_usd), 0) AS cost_usd, "
+           "COALESCE(sum(prompt_tokens), 0)::bigint AS prompt_tokens, "
+           "COALESCE(sum(completion_tokens), 0)::bigint AS completion_tokens, "
+           "percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms")
+    out: dict[str, Any] = {}
+    async with conn.transaction(readonly=True):
+        out["totals"] = dict(await conn.fetchrow(f"SELECT {agg} FROM usage_log{where}", *args))
+        out["series"] = [dict(r) for r in await conn.fetch(
+            f"SELECT date_trunc('{bucket}', created_at, 'UTC') AS t, {agg} FROM usage_log{where} "
+            "GROUP BY 1 ORDER BY 1", *args)]
+        for name, column in (("by_level", "power_level"), ("by_provider", "provider"), ("by_model", "model_group")):
+            out[name] = [dict(r) for r in await conn.fetch(
+                f"SELECT {column} AS key, {agg} FROM usage_log{where} GROUP BY 1 "
+                "ORDER BY credits_charged DESC, requests DESC, 1 LIMIT 50", *args)]
+        if tops:
+            out["top_accounts"] = [dict(r) for r in await conn.fetch(
+                f"SELECT account AS key, {agg} FROM usage_log{where} GROUP BY 1 "
+                f"ORDER BY credits_charged DESC, requests DESC, 1 LIMIT {TOP_N}", *args)]
+    return out
