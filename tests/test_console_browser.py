@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.proxy import MASTER_KEY, test_config
+from tests.support.proxy import MASTER_KEY
+from tests.support.proxy import test_config as shipped_test_config
 from tests.test_credits_e2e import CREDITS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -39,7 +40,7 @@ def proxy(start_proxy, fake_server, keys, tmp_path_factory):
     html_group = {"model_name": HTML_MODEL, "litellm_params": {
         "model": "openai/gpt-4o-mini", "api_base": fake_server.base_url, "api_key": "sk-platform-openai",
         "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}}
-    models = [*test_config(fake_server.base_url)["model_list"], html_group]
+    models = [*shipped_test_config(fake_server.base_url)["model_list"], html_group]
     plugins = {"credits": {**CREDITS, "spool_dir": str(tmp_path_factory.mktemp("console-spool"))},
                "health": HEALTH, "routing": {"account_defaults_refresh_s": 0.5}}
     return start_proxy(plugins=plugins, overrides={
@@ -189,7 +190,7 @@ def test_byok_wizard_adds_a_key_and_shows_it_masked(proxy, page, fake, shots):
     secret = "sk-alice-own-key-9f3e"
     sign_in(page, proxy, ALICE)
     page.click("#tab-byok")
-    page.wait_for_selector("#wiz-provider option[value=openai]")
+    page.wait_for_selector("#wiz-provider option[value=openai]", state="attached")
     page.select_option("#wiz-provider", "openai")
     page.fill("#wiz-key", secret)
     page.click("#wiz-test")
@@ -207,7 +208,7 @@ def test_byok_wizard_adds_a_key_and_shows_it_masked(proxy, page, fake, shots):
     # the key is used for alice's next call (the provider sees her key)
     fake.provider.reset()
     assert chat(proxy, ALICE).status_code == 200
-    assert any(c.auth == f"Bearer {secret}" for c in fake.provider.calls)
+    assert any(c.authorization == f"Bearer {secret}" for c in fake.provider.calls)
 
 
 def test_second_user_never_sees_the_first_users_data(proxy, page):
@@ -286,7 +287,12 @@ def test_health_board_shows_a_failing_deployment_down(proxy, page, fake, shots):
     down = page.locator(row)
     assert down.count() == 1 and "gpt-4.1" in down.inner_text()
     assert page.locator("#health-board tr[data-status=healthy]").count() > 0
-    page.screenshot(path=str(shots / "health.png"), full_page=True)
+    page.screenshot(path=str(shots / "health.png"))
+    page.check("#health-problems")  # only what is not healthy
+    expect(page.locator("#health-board tr[data-model-id]")).to_have_count(1)
+    down = page.locator(row)
+    down.locator("summary").click()
+    page.screenshot(path=str(shots / "health-problems.png"))
     # force up needs a reason; then it is audited
     down.locator("button[data-force=up]").click()
     assert "reason is required" in down.locator(".row-status").inner_text().lower()
@@ -307,5 +313,6 @@ def test_a_model_name_with_html_renders_as_text(proxy, page):
     assert cell.inner_text() == HTML_MODEL
     assert page.locator("#requests-table img, #requests-table b").count() == 0
     assert page.evaluate("window.__xss") is None
+    page.wait_for_selector("#panel-provider[data-state=ready]")
     options = page.eval_on_selector_all("#filter-model option", "os => os.map(o => o.value)")
     assert HTML_MODEL in options

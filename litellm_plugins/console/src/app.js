@@ -544,25 +544,41 @@ function renderAccounts(main) {
 function renderHealth(main) {
   const board = h("div", { id: "health-board" }, note("Loading health…"));
   const audit = h("div", { id: "health-audit" });
-  clear(main, h("h2", null, "Provider health"), h("div", { class: "toolbar" }, h("button", { type: "button", id: "health-refresh", onclick: () => load() }, "Refresh")),
+  const summary = h("div", { class: "row", id: "health-summary" });
+  let onlyProblems = false;
+  const problemsBox = h("input", { type: "checkbox", id: "health-problems", onchange: () => { onlyProblems = problemsBox.checked; load(); } });
+  clear(main, h("h2", null, "Provider health"), h("div", { class: "toolbar" },
+    h("button", { type: "button", id: "health-refresh", onclick: () => load() }, "Refresh"),
+    h("label", { class: "radio" }, problemsBox, "only deployments that are not healthy"), summary),
     board, h("section", { class: "card" }, h("h3", null, "Operator actions (audit)"), audit));
-  const meter = (label, v) => h("div", { class: "uptime" }, h("span", null, label),
-    h("meter", { min: "0", max: "100", low: "95", high: "99", optimum: "100", value: v === null || v === undefined ? "0" : String(v) }),
-    h("span", { class: "num" }, v === null || v === undefined ? "no data" : `${Number(v).toFixed(2)}%`));
+  // uptime as three small bars (<meter>: no style attribute needed under the CSP)
+  const meter = (name, v) => h("div", { class: "uptime", title: v === null || v === undefined ? `${name}: no data` : `${name}: ${Number(v).toFixed(3)}%` },
+    h("span", null, name), h("meter", { min: "0", max: "100", low: "95", high: "99", optimum: "100", value: v === null || v === undefined ? "0" : String(v) }),
+    h("span", { class: "num" }, v === null || v === undefined ? "—" : `${Number(v).toFixed(1)}%`));
   async function load() {
     try {
       const [snap, trail] = await Promise.all([api.get("/plugins/health"), api.get("/plugins/health/audit", { limit: 50 })]);
-      clear(board, snap.providers.length ? snap.providers.map((p) => h("section", { class: "card", "data-provider": p.provider },
-        h("div", { class: "row" }, h("h3", null, p.provider), h("span", { class: `badge st-${p.status}` }, p.status)),
-        h("table", { class: "data" }, h("thead", null, h("tr", null, ["Deployment", "Group", "Status", "Circuit", "Uptime", "Latency p50 / p95", "Last probe", "Force (reason required)"].map((t) => h("th", null, t)))),
-          h("tbody", null, p.deployments.map((d) => deploymentRow(d)))))) : note("No deployments are known to the health capability."));
+      const counts = {};
+      for (const p of snap.providers) for (const d of p.deployments) counts[d.status] = (counts[d.status] || 0) + 1;
+      clear(summary, Object.entries(counts).sort().map(([k, n]) => h("span", { class: `badge st-${k}`, "data-count": k }, `${n} ${k}`)));
+      const sections = [];
+      for (const p of snap.providers) {
+        const rows = p.deployments.filter((d) => !onlyProblems || d.status !== "healthy");
+        if (!rows.length) continue;
+        sections.push(h("section", { class: "card", "data-provider": p.provider },
+          h("div", { class: "row" }, h("h3", null, p.provider), h("span", { class: `badge st-${p.status}` }, p.status),
+            h("span", { class: "sub" }, `${p.deployments.length} deployment(s)`)),
+          h("table", { class: "data health" }, h("thead", null, h("tr", null, ["Model group / deployment", "Status", "Circuit", "Uptime 24h · 7d · 30d", "Latency p50 / p95", "Last probe", ""].map((t) => h("th", null, t)))),
+            h("tbody", null, rows.map((d) => deploymentRow(d))))));
+      }
+      clear(board, sections.length ? sections : note(onlyProblems ? "Every deployment is healthy." : "No deployments are known to the health capability."));
       clear(audit, trail.entries.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["When", "Deployment", "Action", "Reason", "By"].map((t) => h("th", null, t)))),
-        h("tbody", null, trail.entries.map((a) => h("tr", null, h("td", null, fmtTime(a.at)), h("td", null, a.model_id), h("td", null, a.action), h("td", null, a.reason), h("td", null, a.actor)))))
+        h("tbody", null, trail.entries.map((a) => h("tr", null, h("td", null, fmtTime(a.at)), h("td", { class: "mono" }, a.model_id), h("td", null, a.action), h("td", null, a.reason), h("td", null, a.actor)))))
         : note("No operator actions yet."));
     } catch (e) { clear(board, note(e.status === 404 ? "The health capability is not enabled on this proxy." : e.message, "error")); }
   }
   function deploymentRow(d) {
-    const reason = h("input", { type: "text", placeholder: "reason", "aria-label": `reason for ${d.model_id}`, class: "reason" });
+    const reason = h("input", { type: "text", placeholder: "reason (required)", "aria-label": `reason for ${d.model_id}`, class: "reason" });
     const out = h("span", { class: "row-status" });
     const force = (state) => h("button", { type: "button", "data-force": state, onclick: async () => {
       if (!reason.value.trim()) { out.textContent = "A reason is required."; reason.focus(); return; }
@@ -570,14 +586,17 @@ function renderHealth(main) {
     } }, state === "auto" ? "automatic" : `force ${state}`);
     const probe = d.last_probe ? `${d.last_probe.ok ? "ok" : "failed"} ${fmtTime(d.last_probe.at)}${d.last_probe.error ? ` — ${d.last_probe.error}` : ""}` : (d.probed === false ? "not probed" : "none yet");
     const u = d.uptime || {};
+    const ms = (v) => (v === null || v === undefined ? "—" : Math.round(v));
     return h("tr", { "data-model-id": d.model_id, "data-status": d.status },
-      h("td", { class: "mono" }, d.model_id, h("div", { class: "sub" }, d.model || "")), h("td", null, d.model_group),
-      h("td", null, h("span", { class: `badge st-${d.status}` }, d.status), d.forced ? h("div", { class: "sub" }, `forced ${d.forced.state}: ${d.forced.reason || ""}`) : null,
+      h("td", null, h("div", null, d.model_group), h("div", { class: "sub mono", title: d.model_id }, `${d.model || ""} · ${d.model_id.slice(0, 12)}…`)),
+      h("td", null, h("span", { class: `badge st-${d.status}` }, d.status),
+        d.forced ? h("div", { class: "sub" }, `forced ${d.forced.state}: ${d.forced.reason || ""}`) : null,
         d.reason && !d.forced ? h("div", { class: "sub" }, d.reason) : null),
       h("td", null, d.circuit || "—", d.consecutive_failures ? h("div", { class: "sub" }, `${d.consecutive_failures} failures in a row`) : null),
-      h("td", null, meter("24h", u["24h"]), meter("7d", u["7d"]), meter("30d", u["30d"])),
-      h("td", { class: "num" }, `${d.latency_p50_ms ?? "—"} / ${d.latency_p95_ms ?? "—"} ms`),
-      h("td", null, probe), h("td", { class: "actions" }, reason, force("down"), force("up"), force("auto"), out));
+      h("td", null, h("div", { class: "uptimes" }, meter("24h", u["24h"]), meter("7d", u["7d"]), meter("30d", u["30d"]))),
+      h("td", { class: "num" }, `${ms(d.latency_p50_ms ?? d.latency_ewma_ms)} / ${ms(d.latency_p95_ms)} ms`),
+      h("td", { class: "sub" }, probe),
+      h("td", { class: "actions" }, h("details", null, h("summary", null, "force…"), h("div", { class: "force" }, reason, force("down"), force("up"), force("auto"))), out));
   }
   load();
 }
