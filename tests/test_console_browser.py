@@ -316,3 +316,107 @@ def test_a_model_name_with_html_renders_as_text(proxy, page):
     page.wait_for_selector("#panel-provider[data-state=ready]")
     options = page.eval_on_selector_all("#filter-model option", "os => os.map(o => o.value)")
     assert HTML_MODEL in options
+
+
+# ---- the API the console uses, through the same real proxy --------------------------------------
+
+CAROL = "sk-console-carol"
+CAROL_ECO_KEY = "sk-console-carol-eco"
+
+
+def routed_level(proxy, key: str, model: str = "auto", headers: dict | None = None, **body) -> str:
+    with proxy.client(key) as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "model": model, **body}, headers=headers or {})
+    assert r.status_code == 200, r.text
+    return r.headers["x-litellm-plugins-power-level"]
+
+
+def put_default(proxy, key: str, level, **extra) -> httpx.Response:
+    with proxy.client(key) as c:
+        return c.put("/plugins/routing/default-level", json={"default_level": level, **extra})
+
+
+def test_account_default_level_takes_its_place_in_the_precedence(proxy, keys):
+    keys.add(CAROL, user_id="carol", metadata={"tier": "professional"})  # tier default: balanced
+    keys.add(CAROL_ECO_KEY, user_id="carol", metadata={"tier": "professional", "power_level": "eco"})
+    assert routed_level(proxy, CAROL) == "balanced"  # nothing saved: the tier's default
+    assert put_default(proxy, CAROL, "precision").json() == {"account": "user:carol", "default_level": "precision"}
+    with proxy.client(CAROL) as c:
+        assert c.get("/plugins/routing/default-level").json()["default_level"] == "precision"
+        assert c.get("/plugins/routing/policy").json()["account_default_level"] == "precision"
+    assert routed_level(proxy, CAROL) == "precision"                                   # account default
+    assert routed_level(proxy, CAROL, headers={"X-Power-Level": "eco"}) == "eco"       # header beats it
+    assert routed_level(proxy, CAROL, power_level="eco") == "eco"                      # body beats it
+    assert routed_level(proxy, CAROL_ECO_KEY) == "eco"                                 # key metadata beats it
+    assert routed_level(proxy, CAROL, model="balanced") == "balanced"                  # a level as model beats it
+    # only levels the tier allows, only your own account, only real levels
+    assert put_default(proxy, BOB, "precision").status_code == 403   # starter: eco, balanced
+    assert put_default(proxy, BOB, "turbo").status_code == 400
+    assert put_default(proxy, BOB, "eco", account="user:carol").status_code == 403
+    bad = put_default(proxy, BOB, "eco", colour="red")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "colour"
+    assert routed_level(proxy, CAROL) == "precision"  # untouched by bob's attempts
+    assert put_default(proxy, CAROL, None).status_code == 200
+    assert routed_level(proxy, CAROL) == "balanced"  # cleared: back to the tier's default
+
+
+def test_quote_prices_every_allowed_level_like_the_real_hold(proxy, keys):
+    keys.add(CAROL, user_id="carol", metadata={"tier": "professional"})
+    body = {"max_tokens": 40, "messages": [{"role": "user", "content": "price me " * 50}]}
+    with proxy.client(CAROL) as c:
+        quote = c.post("/plugins/routing/quote", json=body).json()
+        assert c.post("/plugins/routing/quote", json={"messages": "no"}).status_code == 400
+    from decimal import Decimal
+    assert quote["tier"] == "professional" and [lv["level"] for lv in quote["levels"]] == ["eco", "balanced", "precision"]
+    assert quote["output_tokens"] == 40 and quote["prompt_tokens_estimate"] > 0
+    for lv in quote["levels"]:
+        assert lv["model_group"] and Decimal(lv["hold"]) >= Decimal(lv["expected"]) > 0
+        assert lv["candidates"][0]["available"]  # healthy first
+    with proxy.client(CAROL) as c:
+        for lv in quote["levels"]:
+            r = c.post("/v1/chat/completions", json={**body, "model": lv["level"]})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-litellm-plugins-model-group"] == lv["model_group"]
+            # the quote's worst case is exactly the hold credits placed for the same body
+            assert Decimal(r.headers["x-litellm-plugins-credits-held"]) == Decimal(lv["hold"]), lv
+    wait_rows(proxy, CAROL, 3)
+    with proxy.client(CAROL) as c:
+        again = c.post("/plugins/routing/quote", json=body).json()
+    assert again["recent"]["requests"] >= 3 and again["levels"][0]["recent_expected"] is not None
+
+
+def test_dashboard_aggregates_equal_the_rows(proxy):
+    rows = wait_rows(proxy, ALICE, 5)
+    from decimal import Decimal
+    with proxy.client(ALICE) as c:
+        dash = c.get("/plugins/usage/dashboard", params={"bucket": "hour"}).json()
+        assert c.get("/plugins/usage/dashboard", params={"bucket": "minute"}).status_code == 400
+    total = sum(Decimal(r["credits_charged"]) for r in rows)
+    assert dash["account"] == "user:alice" and "top_accounts" not in dash
+    assert dash["totals"]["requests"] == len(rows) == sum(p["requests"] for p in dash["series"])
+    assert Decimal(dash["totals"]["credits_charged"]) == total
+    assert sum(Decimal(g["credits_charged"]) for g in dash["by_level"]) == total
+    assert dash["totals"]["byok_requests"] == sum(1 for r in rows if r["byok"])
+    with proxy.client(MASTER_KEY) as c:
+        everyone = c.get("/plugins/usage/dashboard").json()
+        accounts = c.get("/plugins/credits/accounts", params={"search": "ALI"}).json()["accounts"]
+    assert everyone["account"] is None and {"user:alice", "user:carol"} <= {a["key"] for a in everyone["top_accounts"]}
+    assert [a["account"] for a in accounts] == ["user:alice"] and accounts[0]["last_activity"]
+
+
+def test_level_chooser_shows_estimates_and_saves_the_default(proxy, page, shots):
+    sign_in(page, proxy, ALICE)
+    page.click("#tab-levels")
+    page.wait_for_selector("#levels .level")
+    assert page.locator("#levels .level").count() == 3  # professional: eco, balanced, precision
+    precision = page.locator(".level[data-level=precision]")
+    assert "credits" in precision.locator(".hold").inner_text()
+    assert precision.locator(".chosen").inner_text() == "claude-sonnet-4"
+    precision.locator("input[name=default-level]").check()
+    page.click("#level-save")
+    expect(page.locator("#level-save-status")).to_contain_text("auto now means precision")
+    page.screenshot(path=str(shots / "levels.png"), full_page=True)
+    try:
+        assert routed_level(proxy, ALICE, model="auto") == "precision"
+    finally:
+        assert put_default(proxy, ALICE, None).status_code == 200
