@@ -63,22 +63,23 @@ class Bundle:
     assets: dict[str, Asset]
 
 
-_bundle: Bundle | None = None
+_bundle: tuple[Path, Bundle] | None = None
 
 
-def load_bundle(directory: Path = STATIC_DIR) -> Bundle | None:
-    """Read the built files once per worker (a few hundred KB); ``None`` when there is no build."""
+def load_bundle(directory: Path | None = None) -> Bundle | None:
+    """Read the built files once per worker (a few hundred KB); ``None`` while there is no build,
+    so building after start needs no restart."""
     global _bundle
-    if _bundle is not None and directory == STATIC_DIR:
-        return _bundle
+    directory = directory or STATIC_DIR
+    if _bundle is not None and _bundle[0] == directory:
+        return _bundle[1]
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         assets = {name: _asset(directory / name) for name in manifest["assets"]}
         bundle = Bundle(index=_asset(directory / "index.html"), assets=assets)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if directory == STATIC_DIR:
-        _bundle = bundle
+    _bundle = (directory, bundle)
     return bundle
 
 
