@@ -85,6 +85,8 @@ async def start(rt: Runtime) -> None:
     """Compile the policy at worker start (core.startup calls this once, when routing is enabled)."""
     global _state
     _state = state = _State(rt)
+    if rt.pool is None:  # a microbenchmark compiling the policy without a database
+        return
     await state.defaults.refresh(rt.pool)
     rt.tasks.start("routing_account_defaults",
                    lambda: state.defaults.keep_fresh(rt.pool, state.settings.account_defaults_refresh_s))
