@@ -171,6 +171,15 @@ def test_user_signs_in_sends_requests_and_sees_balance_and_charts_change(proxy, 
     assert not page.js_errors, page.js_errors
 
 
+def test_a_wrong_key_is_refused_and_not_kept(proxy, page):
+    page.goto(proxy.url + "/plugins/ui/")
+    page.fill("#signin-key", "sk-not-a-key")
+    page.click("#signin-submit")
+    expect(page.locator("#signin-status")).to_contain_text("not accepted")
+    assert page.evaluate("sessionStorage.length") == 0 and page.locator("#who-account").count() == 0
+    assert page.input_value("#signin-key") == ""
+
+
 def test_export_csv_has_the_rows(proxy, page):
     rows = wait_rows(proxy, ALICE, 1)
     sign_in(page, proxy, ALICE)
