@@ -6,9 +6,13 @@ Fills ``usage_log`` of a throwaway database (migrated by our own migrator) with 
 the last 90 days (``generate_series``; one heavy account gets 10% of all rows, the rest spread over
 ``--accounts``), ANALYZEs it, then times what the console's usage screen asks for — exactly the code
 behind ``GET /plugins/usage/dashboard`` (``usage.store.dashboard``: totals, day series, by level /
-provider / model, top accounts) plus the first page of the requests table (``usage.store.query``)
-and the admin accounts page (``credits.store.accounts``) — median and max of ``--repeat`` runs after
-one warm-up. Postgres is the dev server (127.0.0.1:5432); nothing else is touched.
+provider / model, top accounts, read from the rollups of migration 20261201002000 plus the raw rows of
+the partial hours at the range's ends; ``usage.store.dashboard_raw``, the same from raw rows only, for
+comparison) plus the first page of the requests table (``usage.store.query``) and the admin accounts
+page (``credits.store.accounts``) — median and max of ``--repeat`` runs after one warm-up. Then the
+write side: the writer's 500-row ``insert_rows`` batch with the rollup triggers and without them.
+The fill itself is one INSERT, so its time includes the triggers summing a million rows (the same
+work as the migration's backfill). Postgres is the dev server (127.0.0.1:5432); nothing else is touched.
 """
 
 from __future__ import annotations
@@ -92,6 +96,17 @@ async def main() -> None:
                  lambda: store.dashboard(conn, store.UsageFilter(since=month), "day", tops=True)),
                 ("all accounts, month, filtered provider=openai",
                  lambda: store.dashboard(conn, store.UsageFilter(since=month, provider="openai"), "day", tops=True)),
+                ("all accounts, day (hour buckets)",
+                 lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=1)), "hour", tops=True)),
+                ("all accounts, quarter (week buckets, all 90 days)",
+                 lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=91)), "week", tops=True)),
+                ("one heavy account, year (month buckets)",
+                 lambda: store.dashboard(conn, store.UsageFilter(account=HEAVY, since=now - timedelta(days=365)),
+                                         "month", tops=False)),
+                ("raw rows only: one heavy account, month",
+                 lambda: store.dashboard_raw(conn, store.UsageFilter(account=HEAVY, since=month), "day", tops=False)),
+                ("raw rows only: all accounts, month + top accounts",
+                 lambda: store.dashboard_raw(conn, store.UsageFilter(since=month), "day", tops=True)),
                 ("requests table, first page (one account)",
                  lambda: store.query(conn, store.UsageFilter(account=HEAVY, since=month), 20, 0)),
                 ("requests table, first page (all accounts)",
@@ -103,6 +118,23 @@ async def main() -> None:
             for name, fn in cases:
                 med, worst = await timed(fn, args.repeat)
                 print(f"{name:<62} {med:>10.1f} {worst:>9.1f}")
+            batches = iter(range(10**6))
+
+            def batch() -> list[dict]:
+                b = next(batches)
+                ts = (now - timedelta(minutes=5)).timestamp()
+                return [{"id": f"w{b}-{j}", "call_id": f"w{b}-{j}", "account": f"user:u{j % args.accounts}",
+                         "requested_model": "eco", "power_level": "eco", "model_group": "gpt-4o-mini",
+                         "provider": "openai", "byok": j % 7 == 0, "prompt_tokens": 100, "completion_tokens": 20,
+                         "cost_usd": "0.000012", "credits_charged": 1200, "latency_ms": 300 + j,
+                         "stream": False, "status": "success", "ts": ts} for j in range(500)]
+
+            for label, enabled in (("with rollup triggers", True), ("triggers disabled", False)):
+                if not enabled:
+                    await conn.execute("ALTER TABLE usage_log DISABLE TRIGGER USER")
+                med, worst = await timed(lambda: store.insert_rows(conn, batch()), args.repeat)
+                print(f"{'writer batch, 500 new rows, ' + label:<62} {med:>10.1f} {worst:>9.1f}")
+            await conn.execute("ALTER TABLE usage_log ENABLE TRIGGER USER")
         finally:
             await conn.close()
 

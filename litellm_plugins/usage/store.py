@@ -296,27 +296,61 @@ async def dashboard(conn: asyncpg.Connection, flt: UsageFilter, bucket: str, top
     if not rollup_can_answer(flt):
         return await dashboard_raw(conn, flt, bucket, tops)
     per_account = flt.account is not None
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"series": [], "by_level": [], "by_provider": [], "by_model": []}
+    sets = {0b1111: "totals", 0b0111: "series", 0b1011: "by_level", 0b1101: "by_provider", 0b1110: "by_model"}
     async with conn.transaction(readonly=True):
         src = _Sources(flt)
         body = src.sql(per_account=per_account, dims=True, daily=False)
-        q = f"FROM ({body}) AS src"
-        out["totals"] = _from_hist(await conn.fetchrow(f"SELECT {_ROLLUP_AGG} {q}", *src.args))
-        out["series"] = [_from_hist(r) for r in await conn.fetch(
-            f"SELECT date_trunc('{bucket}', t, 'UTC') AS t, {_ROLLUP_AGG} {q} GROUP BY 1 "
-            "HAVING sum(requests) > 0 ORDER BY 1", *src.args)]
-        for name, column in (("by_level", "power_level"), ("by_provider", "provider"), ("by_model", "model_group")):
-            out[name] = [_from_hist(r) for r in await conn.fetch(
-                f"SELECT {column} AS key, {_ROLLUP_AGG} {q} GROUP BY 1 HAVING sum(requests) > 0 "
-                "ORDER BY credits_charged DESC, requests DESC, 1 LIMIT 50", *src.args)]
+        # One pass over the rollup rows for all five aggregates (the histogram sums are the costly part),
+        # each set ordered and cut in SQL as the raw query does (same collation, same ties).
+        rows = await conn.fetch(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY gid ORDER BY credits_charged DESC, "
+            "requests DESC, power_level, provider, model_group, t) AS n FROM ("
+            f"SELECT GROUPING(bt, power_level, provider, model_group) AS gid, bt AS t, power_level, provider, "
+            f"model_group, {_ROLLUP_AGG} FROM (SELECT date_trunc('{bucket}', t, 'UTC') AS bt, * FROM ({body}) AS u) "
+            "AS src GROUP BY GROUPING SETS ((), (bt), (power_level), (provider), (model_group))) AS g) AS o "
+            "WHERE gid IN (15, 7) OR (n <= 50 AND requests > 0) ORDER BY gid, n", *src.args)
+        for r in rows:
+            name = sets[r["gid"]]
+            item = _from_hist(r)
+            key = {"by_level": "power_level", "by_provider": "provider", "by_model": "model_group"}.get(name)
+            for c in ("gid", "n", "power_level", "provider", "model_group"):
+                item.pop(c)
+            if name == "totals":
+                item.pop("t")
+                out["totals"] = item
+            elif name == "series":
+                if item["requests"] > 0:
+                    out["series"].append(item)
+            else:
+                item.pop("t")
+                out[name].append({"key": r[key], **item})
+        out["series"].sort(key=lambda i: i["t"])
         if tops:
+            # Top accounts in two steps: rank on the exact sums (cheap), then read the latency
+            # histograms of the ten winners only.
             dim_filter = any(getattr(flt, n) is not None for n in ("model", "power_level", "byok", "status",
                                                                      "provider"))
             src = _Sources(flt)
             body = src.sql(per_account=True, dims=dim_filter, daily=not dim_filter)
-            out["top_accounts"] = [_from_hist(r) for r in await conn.fetch(
-                f"SELECT account AS key, {_ROLLUP_AGG} FROM ({body}) AS src GROUP BY 1 HAVING sum(requests) > 0 "
-                f"ORDER BY credits_charged DESC, requests DESC, 1 LIMIT {TOP_N}", *src.args)]
+            sums = _ROLLUP_AGG.split(", COALESCE(sum(latency_hist[1])")[0]
+            top = await conn.fetch(
+                f"SELECT account AS key, {sums} FROM ({body}) AS src GROUP BY 1 HAVING sum(requests) > 0 "
+                f"ORDER BY credits_charged DESC, requests DESC, 1 LIMIT {TOP_N}", *src.args)
+            keys = [r["key"] for r in top]
+            hists: dict[Any, int | None] = {}
+            if keys:
+                src = _Sources(flt)
+                body = src.sql(per_account=True, dims=dim_filter, daily=not dim_filter)
+                hist_cols = ", ".join(f"COALESCE(sum(latency_hist[{i + 1}]), 0)::bigint AS h{i}"
+                                      for i in range(N_LATENCY))
+                p = src.arg([k for k in keys if k is not None])
+                for r in await conn.fetch(
+                        f"SELECT account AS key, {hist_cols} FROM ({body}) AS src "
+                        f"WHERE account = ANY({p}::text[]) OR (account IS NULL AND {None in keys}) GROUP BY 1",
+                        *src.args):
+                    hists[r["key"]] = hist_p50([r[f"h{i}"] for i in range(N_LATENCY)])
+            out["top_accounts"] = [{**dict(r), "p50_latency_ms": hists.get(r["key"])} for r in top]
     return out
 
 
