@@ -3,11 +3,11 @@ console dashboard read from its rollups (``usage_rollup_*``, kept by triggers on
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-import math
 from typing import Any
 
 import asyncpg

@@ -19,7 +19,7 @@
 -- Backfill: rows already in usage_log are summed below, in this migration's transaction, after the
 -- triggers exist and with usage_log locked against writes (SHARE ROW EXCLUSIVE, taken by CREATE
 -- TRIGGER anyway), so nothing is counted twice or missed. Cost: three grouped scans of usage_log
--- (about 25 s for 1,000,000 rows on the 2-core reference VM); usage writes wait meanwhile (the writer
+-- (about a minute for 1,000,000 rows on the loaded 2-core VM); usage writes wait meanwhile (the writer
 -- spools and replays them), reads are not blocked.
 
 CREATE FUNCTION "litellm_plugins"."usage_latency_bucket"(ms INTEGER) RETURNS INTEGER
