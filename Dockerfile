@@ -1,3 +1,14 @@
+# ---- web console build stage (litellm_plugins/console): Node only here, never in the final image ----
+# Build tools are exactly package-lock.json's (esbuild, Chart.js); the output is copied as package data.
+FROM node:20.20.2-bookworm-slim AS console
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY scripts/build-console.mjs ./scripts/
+COPY litellm_plugins/console/src ./litellm_plugins/console/src
+RUN node scripts/build-console.mjs
+# ---- end of the console build stage ----
+
 # The official LiteLLM proxy image at the default release (constraints.txt), plus litellm-plugins.
 # tests/test_core_packaging.py checks that the tag matches that default and that everything copied exists.
 FROM ghcr.io/berriai/litellm:v1.108.7
@@ -5,6 +16,7 @@ FROM ghcr.io/berriai/litellm:v1.108.7
 WORKDIR /app/litellm-plugins
 COPY pyproject.toml README.md constraints.txt ./
 COPY litellm_plugins ./litellm_plugins
+COPY --from=console /src/litellm_plugins/console/static ./litellm_plugins/console/static
 # litellm[proxy]==1.108.7 is already in the image (-c keeps pip from moving it), so pip only adds
 # our package and its small deps.
 RUN pip install --no-cache-dir . -c constraints.txt && litellm-plugins --help >/dev/null

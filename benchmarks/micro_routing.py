@@ -91,6 +91,16 @@ async def main(n: int) -> None:
     await timed("pre_call: model=auto + body power_level (free tier)", n,
                 request("auto", header=None, power_level="eco"), lambda d: pre(d, free))
     await timed("pre_call: custom model (gpt-4o)", n, request("gpt-4o"), pre)
+    # accounts' saved default levels (web console): a dict lookup, only for `auto` naming no level
+    await timed("pre_call: model=auto, no level named, no saved defaults", n,
+                request("auto", header=None), lambda d: pre(d, free))
+    defaults = hook.current_state().defaults
+    for i in range(10_000):
+        defaults.put(f"user:other{i}", "eco")
+    defaults.put("user:u", "eco")
+    await timed("pre_call: model=auto, no level named, 10,001 saved defaults", n,
+                request("auto", header=None), lambda d: pre(d, free))
+    defaults.put("user:u", None)
     router.cooldown_cache.add_deployment_to_cooldown(first_id, Exception("bench"), 500, cooldown_time=600)
     await timed("pre_call: model=eco, first candidate cooling down", n, request("eco"), pre)
 

@@ -46,6 +46,31 @@ if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/prisma ]; then
   npm install --no-audit --no-fund --loglevel=error >/dev/null || log "npm install failed: prisma validate will be skipped"
 fi
 
+# ---- web console (litellm_plugins/console) ------------------------------------------------------
+# Bundle src/ with the pinned esbuild + Chart.js from package-lock.json into console/static/ (git-ignored,
+# package data), again only when the sources or the lock file changed. Without npm the console answers 503.
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -x node_modules/.bin/esbuild ] || [ ! -d node_modules/chart.js ]; then
+    log "installing the console's build tools (package-lock.json)"
+    npm install --no-audit --no-fund --loglevel=error >/dev/null || log "npm install failed: the console will not be built"
+  fi
+  console_stamp="litellm_plugins/console/static/.source-$(cat package-lock.json scripts/build-console.mjs litellm_plugins/console/src/* | sha256sum | cut -c1-16)"
+  if [ -x node_modules/.bin/esbuild ] && [ ! -f "$console_stamp" ]; then
+    log "building the web console"
+    node scripts/build-console.mjs >/dev/null && touch "$console_stamp" || log "console build failed: /plugins/ui/ will answer 503"
+  fi
+else
+  log "npm not found: the web console is not built (/plugins/ui/ answers 503)"
+fi
+# The console's browser tests drive Debian's chromium (Playwright's own download needs the internet).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium for the console's browser tests"
+  { apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } \
+    || log "chromium could not be installed: the console's browser tests will be skipped"
+fi
+# ---- end of the web console block ----
+
 # BYOK needs a Fernet key that survives restarts (a temporary key would make every stored key
 # unreadable after the next restart). Generate one development key once, keep it out of git.
 if [ -z "${LITELLM_PLUGINS_BYOK_ENCRYPTION_KEYS:-}" ]; then

@@ -110,6 +110,7 @@ model Thing {
   flag      Boolean  @default(false)
   at        DateTime @default(now()) @db.Timestamptz(6)
   code      String   @unique
+  counts    Int[]
   @@unique([owner, code])
   @@index([at], map: "thing_at_custom")
   @@map("things")
@@ -122,6 +123,7 @@ model Thing {
     assert table.columns["note"].nullable is True
     assert table.columns["flag"].default == "false"
     assert table.columns["at"] == Column("at", "timestamptz", False, "now", (6,))
+    assert table.columns["counts"] == Column("counts", "_int4", False, None)
     assert set(table.indexes) == {"things_pkey", "things_code_key", "things_owner_id_code_key", "thing_at_custom"}
     assert table.indexes["things_owner_id_code_key"] == Index("things_owner_id_code_key", ("owner_id", "code"), True)
     with pytest.raises(ValueError):

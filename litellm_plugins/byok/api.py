@@ -208,6 +208,23 @@ async def delete_key(provider: str, caller: Caller = Depends(current_caller)) ->
     return {"provider": provider, "deleted": True}
 
 
+@router.post("/check")
+async def check_candidate(request: Request, caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    """Test a key *before* saving it (the console's wizard): ``{"provider": "openai", "key": "sk-…"}``.
+    Same provider call as ``validate`` on add; nothing is stored or audited, the key is never echoed."""
+    v = _vault()
+    body = await _body(request)
+    provider = body.get("provider")
+    if not isinstance(provider, str) or not provider:
+        bad_request("field 'provider' is required", param="provider")
+    info = _provider(v, provider)
+    secret = _secret(body, v.rt.settings.byok.max_key_length)
+    _owner(caller, v)
+    accepted, status = await check_with_provider(info, secret, v.rt.settings.byok.validation_timeout_s)
+    return {"provider": provider, "ok": accepted, "status": status,
+            "message": "the provider accepted the key" if accepted else PROVIDER_REFUSED}
+
+
 @router.post("/keys/{provider}/test")
 async def test_key(provider: str, caller: Caller = Depends(current_caller)) -> dict[str, Any]:
     """Check the stored key against the provider now; records the result (and an audit row)."""

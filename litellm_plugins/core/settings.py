@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from litellm_plugins.byok.settings import ByokSettings
+from litellm_plugins.console.settings import ConsoleSettings
 from litellm_plugins.core.errors import SettingsError
 from litellm_plugins.core.identity import DEFAULT_ORDER, AccountSource
 from litellm_plugins.credits.settings import CreditsSettings
@@ -58,6 +59,7 @@ class PluginSettings(StrictModel):
     routing: RoutingSettings = RoutingSettings()
     byok: ByokSettings = ByokSettings()
     health: HealthSettings = HealthSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
 
 def resolve_env(value: Any, path: str = SECTION) -> Any:

@@ -118,6 +118,9 @@ async def start() -> None:
         hook = _optional_module(f"litellm_plugins.{capability}.hook")
         if hook is not None and hasattr(hook, "start"):
             await hook.start(rt)
+    if rt.settings.console.enabled:  # static page + assets only; it reads the API above like any client
+        from litellm_plugins.console.api import router as console_router
+        routers.append(console_router)
     mount(app, routers)
     log.info("litellm-plugins started: %s", ", ".join(
         c for c in CAPABILITIES if getattr(rt.settings, c).enabled) or "no capabilities enabled")

@@ -107,6 +107,29 @@ async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(ad
         raise plugin_error(409, str(exc), "idempotency_conflict", "idempotency_key") from None
 
 
+@credits_router.get("/accounts", dependencies=[Depends(admin_caller)])
+async def list_accounts(search: str | None = Query(default=None, max_length=200),
+                        limit: int = Query(default=50, ge=1, le=500),
+                        offset: int = Query(default=0, ge=0, le=10_000_000)) -> dict[str, Any]:
+    """Admin: accounts (optionally whose id contains ``search``), most recently active first."""
+    async with runtime.get().pool.acquire() as conn:
+        rows = await store.accounts(conn, search, limit, offset)
+    return {"accounts": [{"account": r["account"], "balance": fmt(r["balance"]), "held": fmt(r["held"]),
+                          "available": fmt(r["balance"] - r["held"]),
+                          "last_activity": r["last_activity"].isoformat() if r["last_activity"] else None,
+                          "created_at": r["created_at"].isoformat()} for r in rows],
+            "limit": limit, "offset": offset}
+
+
+@credits_router.get("/verify", dependencies=[Depends(admin_caller)])
+async def get_verify() -> dict[str, Any]:
+    """Admin: the same consistency check as ``litellm-plugins credits verify`` (balances = ledger sums,
+    every settled hold has exactly its ledger entry); ``problems`` empty means consistent."""
+    async with runtime.get().pool.acquire() as conn:
+        problems = await store.verify(conn)
+    return {"ok": not problems, "problems": problems}
+
+
 # core mounts ``router``: both areas, since core only knows the credits capability.
 # A flat router (plain APIRoutes with full paths): core.routes.mount de-duplicates by route path.
 router = APIRouter()

@@ -19,11 +19,12 @@ from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
 from litellm_plugins.core import catalog, context
 from litellm_plugins.core.errors import bad_request
-from litellm_plugins.core.identity import Caller
+from litellm_plugins.core.identity import Caller, account_id
 from litellm_plugins.routing import availability
 from litellm_plugins.routing.capabilities import NO_NEEDS, needs_of
 from litellm_plugins.routing.policy import BYOK_ONLY, Decision, Policy
 from litellm_plugins.routing.settings import AUTO, CUSTOM
+from litellm_plugins.routing.store import AccountDefaults
 
 if TYPE_CHECKING:
     from litellm_plugins.core.runtime import Runtime
@@ -50,6 +51,7 @@ class _State:
         self.rt = rt
         self.settings = rt.settings.routing
         self.policy = Policy(self.settings, rt.config)
+        self.defaults = AccountDefaults()  # accounts' saved default levels (routing/store.py)
         self.credits: Any = None
         if self.settings.degrade_when_low_credits and rt.settings.credits.enabled:
             try:
@@ -83,7 +85,12 @@ def current_state() -> _State | None:
 async def start(rt: Runtime) -> None:
     """Compile the policy at worker start (core.startup calls this once, when routing is enabled)."""
     global _state
-    _state = _State(rt)
+    _state = state = _State(rt)
+    if rt.pool is None:  # a microbenchmark compiling the policy without a database
+        return
+    await state.defaults.refresh(rt.pool)
+    rt.tasks.start("routing_account_defaults",
+                   lambda: state.defaults.keep_fresh(rt.pool, state.settings.account_defaults_refresh_s))
 
 
 def _header(data: dict[str, Any]) -> Any:
@@ -188,7 +195,12 @@ class RoutingHook(CustomLogger):
         key_meta = user_api_key_dict.metadata or {}
         team_meta = user_api_key_dict.team_metadata or {}
         tier = policy.tier_of(key_meta, team_meta, _is_admin(user_api_key_dict))
-        level, source = policy.level_of(model, _header(data), body_level, key_meta, team_meta, tier)
+        account_level = None
+        if model == AUTO and state.defaults.active:
+            account_level = state.defaults.level(account_id(
+                user_api_key_dict.user_id, user_api_key_dict.team_id,
+                user_api_key_dict.token or user_api_key_dict.api_key, state.rt.settings.account_order))
+        level, source = policy.level_of(model, _header(data), body_level, key_meta, team_meta, tier, account_level)
         snap = availability.snapshot()
         if snap is None:
             def blocked(group: str) -> None:

@@ -7,7 +7,8 @@ time exactly the work routing adds to a request (``benchmarks/micro_routing.py``
 
 Precedence (first match wins):
   level: model ``eco``/``balanced``/``precision`` > (model ``auto``:) header ``X-Power-Level`` > body
-         ``power_level`` > key metadata ``power_level`` > team metadata ``power_level`` > tier's
+         ``power_level`` > key metadata ``power_level`` > team metadata ``power_level`` > the account's
+         own default (saved from the console; ignored if the tier does not allow it) > tier's
          ``default_level`` > ``default_level``; any other model name is ``custom``.
   tier:  key metadata ``tier`` > team metadata ``tier`` > ``admin_tier`` (proxy admins) > ``default_tier``.
 """
@@ -43,7 +44,7 @@ class Decision:
     requested_model: str
     model_group: str      # what data["model"] becomes
     fallbacks: tuple[str, ...]
-    level_source: str     # model / header / body / key / team / tier / default / custom
+    level_source: str     # model / header / body / key / team / account / tier / default / custom
     degraded: bool = False
     requested_level: str | None = None  # the level asked for, when degraded or escalated
     escalated: bool = False             # moved to a pricier level because the asked one cannot serve
@@ -119,7 +120,8 @@ class Policy:
         return [t.name for t in self.tiers.values() if group in t.models]
 
     def level_of(self, model: str, header: Any, body: Any, key_meta: Mapping[str, Any],
-                 team_meta: Mapping[str, Any], tier: TierRule) -> tuple[str, str]:
+                 team_meta: Mapping[str, Any], tier: TierRule,
+                 account_level: str | None = None) -> tuple[str, str]:
         """(level, source); ``custom`` for a model name that is neither a level nor ``auto``."""
         if model in self.levels:
             return model, "model"
@@ -129,6 +131,8 @@ class Policy:
                               (team_meta.get("power_level"), "team")):
             if value is not None and value != "":
                 return self._known_level(value, source), source
+        if account_level is not None and account_level in tier.levels:
+            return account_level, "account"
         if tier.default_level is not None:
             return tier.default_level, "tier"
         return self.default_level, "default"

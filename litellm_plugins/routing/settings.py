@@ -64,6 +64,10 @@ class RoutingSettings(BaseModel):
         default=False,
         description="When no candidate of the level can serve the request, use the next more expensive "
                     "level the tier allows (else 400 naming the missing capability).")
+    account_defaults_refresh_s: float = Field(
+        default=5.0, ge=0.1, le=3600,
+        description="How often each worker checks for accounts' saved default levels changed through "
+                    "another worker (one tiny query; the request path reads memory only).")
     chars_per_token: float = Field(default=3.0, gt=0, le=16,
                                    description="Prompt token estimate = characters / this (no tokenizer).")
 

@@ -130,6 +130,37 @@ async def export(flt: store.UsageFilter = Depends(usage_filter),
     return StreamingResponse(json_rows(), media_type="application/json")
 
 
+def _aggregate(r: dict[str, Any]) -> dict[str, Any]:
+    requests = r["requests"]
+    credits = r["credits_charged"]
+    return {"requests": requests, "succeeded": r["succeeded"], "byok_requests": r["byok_requests"],
+            "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
+            "cost_usd": dec_str(r["cost_usd"]), "credits_charged": fmt(credits),
+            # exact: integer units divided by requests, rounded down to a unit
+            "avg_credits_per_request": fmt(credits // requests) if requests else None,
+            "p50_latency_ms": r["p50_latency_ms"]}
+
+
+@router.get("/dashboard")
+async def dashboard(flt: store.UsageFilter = Depends(usage_filter),
+                    bucket: str = Query(default="day")) -> dict[str, Any]:
+    """The console's usage screen in one round trip: totals, a time series, cost/requests by power
+    level, provider and model group and, for an admin's all-accounts view, the top accounts."""
+    if bucket not in store.BUCKETS:
+        bad_request(f"bucket must be one of {', '.join(store.BUCKETS)}", "bucket")
+    async with runtime.get().pool.acquire() as conn:
+        data = await store.dashboard(conn, flt, bucket, tops=flt.account is None)
+    out: dict[str, Any] = {"account": flt.account, "bucket": bucket,
+                           "from": flt.since.isoformat() if flt.since else None,
+                           "to": flt.until.isoformat() if flt.until else None,
+                           "totals": _aggregate(data["totals"]),
+                           "series": [{"t": r["t"].isoformat(), **_aggregate(r)} for r in data["series"]]}
+    for name in ("by_level", "by_provider", "by_model", "top_accounts"):
+        if name in data:
+            out[name] = [{"key": r["key"], **_aggregate(r)} for r in data[name]]
+    return out
+
+
 @router.get("/summary")
 async def summary(flt: store.UsageFilter = Depends(usage_filter),
                   by: str = Query(default="model")) -> dict[str, Any]:

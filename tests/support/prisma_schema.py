@@ -74,6 +74,9 @@ def _attr(attrs: str, name: str) -> str | None:
 def _column(field_name: str, type_text: str, attrs: str) -> Column:
     optional = type_text.endswith("?")
     base = type_text.rstrip("?")
+    if base.endswith("[]"):  # a scalar list is a Postgres array, never NULL in Prisma
+        element = _column(field_name, base[:-2], attrs)
+        return Column(element.name, "_" + element.udt, False, element.default, element.precision)
     if base not in SCALARS:
         raise ValueError(f"field {field_name}: unsupported type {type_text} (relations/enums are not used here)")
     db_name = (_attr(attrs, "map") or "").strip('"') or field_name
