@@ -25,23 +25,7 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from tests.support.proxy import MASTER_KEY, ROOT, ProxyProcess
-from tests.support.litellm_version import installed_litellm
 from tests.support.services import REDIS_URL
-
-# LiteLLM 1.102.4 cools a single-deployment group down on repeated 401s; 1.108.7 never cools down a
-# group's only deployment on allowed_fails alone (docs/litellm.md). Where LiteLLM cools nothing down,
-# a user's 401 storm cannot cool the platform deployment either: the controls below are then expected
-# *not* to fire, and the user-key assertions still guard our own health circuit (a user's failures
-# must not open it).
-LITELLM_COOLS_SINGLE_DEPLOYMENT_GROUPS = installed_litellm() < (1, 108, 0)
-
-
-def _check_control(cooled: bool, what: str) -> None:
-    if LITELLM_COOLS_SINGLE_DEPLOYMENT_GROUPS:
-        assert cooled, f"control: {what} should have cooled the deployment down"
-    else:
-        assert not cooled, f"control: LiteLLM {installed_litellm()} cooled down after {what}: re-check docs/litellm.md"
-
 
 ENC_KEY_1 = Fernet.generate_key().decode()
 ENC_KEY_2 = Fernet.generate_key().decode()
@@ -375,7 +359,7 @@ def test_401_storm_on_a_user_key_does_not_cool_down_the_platform_deployment(prox
     after = chat(a, "sk-bob", DEEPINFRA, "bob-after-storm")
     assert after.status_code == 200, after.text
     assert [c.authorization for c in calls_tagged(fake, "bob-after-storm")] == [PLATFORM_DEEPINFRA]
-    _check_control(control_cooled, "a platform-key 401 storm")
+    assert control_cooled, "control: a platform-key 401 storm should have cooled the deployment down"
 
 
 def test_delete_and_replace_take_effect_on_the_other_instance(proxies, fake) -> None:  # noqa: ANN001
@@ -486,7 +470,7 @@ def test_user_key_failing_on_a_fallback_hop_does_not_cool_down_the_platform_depl
         after = chat(a, "sk-bob", group, f"bob-after-hop-storm-{group}")
         assert after.status_code == 200, (group, after.text)
         assert [c.authorization for c in calls_tagged(fake, f"bob-after-hop-storm-{group}")] == [platform]
-    _check_control(control_cooled, "platform-key failures on a fallback hop")
+    assert control_cooled, "control: platform-key failures on a fallback hop should cool the deployment down"
 
 
 # ---- encryption-key rotation (last: it changes what proxy A can decrypt) ---------------------------

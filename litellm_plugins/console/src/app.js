@@ -546,10 +546,12 @@ function renderHealth(main) {
   const audit = h("div", { id: "health-audit" });
   const summary = h("div", { class: "row", id: "health-summary" });
   let onlyProblems = false;
+  // never-checked (`unknown`) is not a problem to act on; everything else that is not healthy is
+  const QUIET_STATUSES = new Set(["healthy", "unknown"]);
   const problemsBox = h("input", { type: "checkbox", id: "health-problems", onchange: () => { onlyProblems = problemsBox.checked; load(); } });
   clear(main, h("h2", null, "Provider health"), h("div", { class: "toolbar" },
     h("button", { type: "button", id: "health-refresh", onclick: () => load() }, "Refresh"),
-    h("label", { class: "radio" }, problemsBox, "only deployments that are not healthy"), summary),
+    h("label", { class: "radio" }, problemsBox, "only deployments with a problem (not healthy and not unknown)"), summary),
     board, h("section", { class: "card" }, h("h3", null, "Operator actions (audit)"), audit));
   // uptime as three small bars (<meter>: no style attribute needed under the CSP)
   const meter = (name, v) => h("div", { class: "uptime", title: v === null || v === undefined ? `${name}: no data` : `${name}: ${Number(v).toFixed(3)}%` },
@@ -563,7 +565,7 @@ function renderHealth(main) {
       clear(summary, Object.entries(counts).sort().map(([k, n]) => h("span", { class: `badge st-${k}`, "data-count": k }, `${n} ${k}`)));
       const sections = [];
       for (const p of snap.providers) {
-        const rows = p.deployments.filter((d) => !onlyProblems || d.status !== "healthy");
+        const rows = p.deployments.filter((d) => !onlyProblems || !QUIET_STATUSES.has(d.status));
         if (!rows.length) continue;
         sections.push(h("section", { class: "card", "data-provider": p.provider },
           h("div", { class: "row" }, h("h3", null, p.provider), h("span", { class: `badge st-${p.status}` }, p.status),
