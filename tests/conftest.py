@@ -27,6 +27,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failing test says which proxy died by itself (exit code, log tail): a dead proxy shows up
+    only as ``Connection refused`` otherwise, and its log is gone with the CI machine's temp dir."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for proxy in ProxyProcess.started:
+            crash = proxy.crash_report()
+            if crash:
+                report.sections.append((f"proxy {proxy.name} crashed", crash))
+
+
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeProviderServer]:
     server = FakeProviderServer()

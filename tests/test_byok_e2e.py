@@ -83,7 +83,8 @@ def probe_file(workdir: Path) -> Path:
     return path
 
 
-def _start(start_proxy, probe_file: Path, name: str, enc_keys: str, workers: int = 1) -> ProxyProcess:  # noqa: ANN001
+def _start(start_proxy, probe_file: Path, name: str, enc_keys: str, workers: int = 1,  # noqa: ANN001
+           wait: bool = True) -> ProxyProcess:
     from tests.support.proxy import PROXY_CONFIG
     import yaml
     callbacks = yaml.safe_load(PROXY_CONFIG.read_text())["litellm_settings"]["callbacks"]
@@ -93,7 +94,7 @@ def _start(start_proxy, probe_file: Path, name: str, enc_keys: str, workers: int
         env={ENV_VAR: enc_keys, "BYOK_PROBE_FILE": str(probe_file),
              # LiteLLM counts tokens on the failure path; for llama models that tries to download a
              # tokenizer from huggingface.co with retries (~25 s per failed request offline).
-             "HF_HUB_OFFLINE": "1"}, name=name, num_workers=workers)
+             "HF_HUB_OFFLINE": "1"}, name=name, num_workers=workers, wait=wait)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,11 @@ def proxies(start_proxy, probe_file, keys) -> tuple[ProxyProcess, ProxyProcess]:
     keys.add("sk-team-key", team_id="team-red", metadata=meta)  # no user id: the team owns its keys
     # A: the instance as first deployed (one encryption key). B: already rolled to [new, old], and
     # two workers, so invalidations must reach every worker of another instance.
-    a = _start(start_proxy, probe_file, "byok_a", ENC_KEY_1)
-    b = _start(start_proxy, probe_file, "byok_b", f"{ENC_KEY_2},{ENC_KEY_1}", workers=2)
+    # Started together (each boot is mostly one CPU-bound import of litellm; two cores).
+    a = _start(start_proxy, probe_file, "byok_a", ENC_KEY_1, wait=False)
+    b = _start(start_proxy, probe_file, "byok_b", f"{ENC_KEY_2},{ENC_KEY_1}", workers=2, wait=False)
+    a.wait_ready()
+    b.wait_ready()
     return a, b
 
 

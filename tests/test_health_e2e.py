@@ -50,8 +50,10 @@ def proxies(start_proxy, fake_server, keys):
                  "router_settings": {"num_retries": 0, "disable_cooldowns": True, "allowed_fails": 1000}}
     plugins = {"health": HEALTH, "routing": {"enabled": False}, "byok": {"enabled": False},
                "credits": {"enabled": False}}
-    a = start_proxy(plugins=plugins, overrides=overrides, name="health_a")
-    b = start_proxy(plugins=plugins, overrides=overrides, name="health_b")
+    a = start_proxy(plugins=plugins, overrides=overrides, name="health_a", wait=False)
+    b = start_proxy(plugins=plugins, overrides=overrides, name="health_b", wait=False)
+    a.wait_ready()   # booted together: each boot is one CPU-bound import of litellm, and there are two cores
+    b.wait_ready()
     return a, b
 
 

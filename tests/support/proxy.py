@@ -29,6 +29,13 @@ STARTUP_HOOK = "litellm_plugins.core.startup:start"
 # Providers LiteLLM talks to in a non-OpenAI wire format; the fake speaks only OpenAI's, so their
 # test deployments go through LiteLLM's OpenAI client (same model name, same prices).
 NON_OPENAI_WIRE = ("anthropic/", "ollama_chat/", "ollama/")
+# The litellm CLI reads these options from the environment (click ``envvar=``): a value inherited
+# from the machine running the tests would silently change the proxy under test (e.g.
+# MAX_REQUESTS_BEFORE_RESTART makes a one-worker proxy exit after that many requests).
+LITELLM_CLI_ENV = ("HOST", "PORT", "NUM_WORKERS", "DEBUG", "DETAILED_DEBUG", "KEEPALIVE_TIMEOUT",
+                   "MAX_REQUESTS_BEFORE_RESTART", "MAX_REQUESTS_BEFORE_RESTART_JITTER",
+                   "LIMIT_CONCURRENCY", "GRANIAN_RUNTIME_THREADS", "SSL_KEYFILE_PATH",
+                   "SSL_CERTFILE_PATH", "USE_V2_MIGRATION_RESOLVER", "PROMETHEUS_METRICS_PORT")
 
 
 def platform_key(model: str) -> str:
@@ -106,17 +113,32 @@ class KeyFile:
 
 class ProxyProcess:
     def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str],
-                 name: str = "proxy", num_workers: int = 1, plugins: bool = True) -> None:
+                 name: str = "proxy", num_workers: int = 1, plugins: bool = True,
+                 litellm_bin: Path | None = None) -> None:
         self.config = config
         self.workdir = workdir
         self.name = name
         self.port = free_port()
         self.num_workers = num_workers
         self.plugins = plugins
+        # The ``litellm`` CLI to run: this interpreter's by default; another virtual env's to run a
+        # different LiteLLM release beside it (benchmarks/bench_matrix.py).
+        self.litellm_bin = litellm_bin or Path(sys.executable).with_name("litellm")
         self.config_path = workdir / f"{name}_config.yaml"
         self.log_path = workdir / f"{name}.log"
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
+        self.meant_down = False   # stop()/kill() called: an exit is the test's doing, not a crash
+        ProxyProcess.started.append(self)
+
+    started: list[ProxyProcess] = []   # every proxy of this test run (for failure reports)
+
+    def crash_report(self) -> str | None:
+        """Why this proxy is not serving when no test stopped it (exit code + log tail), else None."""
+        if self.process is None or self.meant_down or self.process.poll() is None:
+            return None
+        return (f"{self.name} (port {self.port}) exited by itself with code {self.process.returncode}; "
+                f"log {self.log_path}:\n{self.log_tail(80)}")
 
     @property
     def url(self) -> str:
@@ -124,12 +146,15 @@ class ProxyProcess:
 
     def process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.endswith("_API_KEY") and k not in ("DATABASE_URL", "CONFIG_FILE_PATH")}
+               if not k.endswith("_API_KEY") and k not in ("DATABASE_URL", "CONFIG_FILE_PATH")
+               and k not in LITELLM_CLI_ENV}
         env.update({
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_MASTER_KEY": MASTER_KEY,
             "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             "PYTHONUNBUFFERED": "1",
+            # A crash in a C extension then leaves the Python stacks of every thread in the log.
+            "PYTHONFAULTHANDLER": "1",
             # LiteLLM counts tokens of failed requests with a HuggingFace tokenizer for llama-like
             # models and retries its download for ~20 s when offline; use its bundled fallback.
             "HF_HUB_OFFLINE": "1",
@@ -145,8 +170,8 @@ class ProxyProcess:
 
     def start(self, timeout: float = 240.0, wait: bool = True) -> ProxyProcess:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        litellm_cli = Path(sys.executable).with_name("litellm")
-        cmd = [str(litellm_cli), "--config", str(self.config_path), "--host", "127.0.0.1",
+        self.meant_down = False
+        cmd = [str(self.litellm_bin), "--config", str(self.config_path), "--host", "127.0.0.1",
                "--port", str(self.port)]
         if self.num_workers > 1:
             cmd += ["--num_workers", str(self.num_workers)]
@@ -187,6 +212,7 @@ class ProxyProcess:
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        self.meant_down = True
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout)
@@ -197,6 +223,7 @@ class ProxyProcess:
         """SIGKILL the whole process group (the proxy and its workers), as a crash would."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.meant_down = True
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
