@@ -14,26 +14,13 @@ from redis.exceptions import RedisError
 from litellm_plugins.core import runtime
 from litellm_plugins.core.errors import bad_request, forbidden, not_found, plugin_error
 from litellm_plugins.core.identity import Caller
-from litellm_plugins.core.routes import admin_caller, current_caller
+from litellm_plugins.core.routes import admin_caller, current_caller, resolve_account
 from litellm_plugins.credits import service, store
 from litellm_plugins.credits.hook import engine
 from litellm_plugins.credits.money import fmt
 from litellm_plugins.usage.api import router as usage_router
 
 credits_router = APIRouter(prefix="/plugins/credits", tags=["litellm-plugins: credits"])
-
-
-def resolve_account(caller: Caller, account: str | None) -> str:
-    eng = engine()
-    order = eng.order if eng else ("user", "team", "key")
-    own = caller.account(order)
-    if account is None or account == own:
-        if own is None:
-            bad_request("this key has no account (no user, team or key hash)", "account")
-        return own
-    if not caller.is_admin:
-        forbidden("a non-admin key can only read its own account", "account")
-    return account
 
 
 @credits_router.get("/balance")
@@ -44,7 +31,7 @@ async def get_balance(account: str | None = Query(default=None),
     async with rt.pool.acquire() as conn:
         row = await store.balance(conn, acct)
     if row is None:
-        if account is not None and account != caller.account():
+        if account is not None and account != caller.account(runtime.get().settings.account_order):
             not_found(f"no credit account {acct!r}", "account")
         eng = engine()
         start = eng.starting_units if eng else 0
