@@ -49,6 +49,8 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 _RECOMPUTE = {
     "usage_rollup_hour": ("date_trunc('hour', created_at, 'UTC')", "hour",
                           ["requested_model", "power_level", "model_group", "provider", "byok", "status"]),
+    "usage_rollup_day": ("date_trunc('day', created_at, 'UTC')", "day",
+                         ["requested_model", "power_level", "model_group", "provider", "byok", "status"]),
     "usage_rollup_account_hour": ("date_trunc('hour', created_at, 'UTC')", "hour",
                                   ["account", "requested_model", "power_level", "model_group", "provider", "byok",
                                    "status"]),

@@ -236,9 +236,13 @@ class _Sources:
 
     def sql(self, per_account: bool, dims: bool, daily: bool) -> str:
         """``per_account``: the account column is needed (or filtered on); ``dims``: the dashboard
-        dimensions are; ``daily``: whole days may come from the day x account rollup (no dims)."""
+        dimensions are; ``daily``: whole days may come from a day rollup (``usage_rollup_day``, all
+        accounts with dims, or ``usage_rollup_account_day``, per account without dims)."""
         s, u = self.flt.since, self.flt.until
         hour_table = "usage_rollup_account_hour" if per_account else "usage_rollup_hour"
+        day_table = {(False, True): "usage_rollup_day", (False, False): "usage_rollup_day",
+                     (True, False): "usage_rollup_account_day"}.get((per_account, dims))
+        daily = daily and day_table is not None
         roll_cols = ", ".join(([f"NULLIF(account, '') AS account"] if per_account else [])
                               + ([_DIM_SELECT] if dims else []))
         raw_cols = ", ".join((["account"] if per_account else []) + ([_RAW_DIMS] if dims else []))
@@ -253,10 +257,9 @@ class _Sources:
         d0 = _ceil(s, _DAY) if s is not None else None
         d1 = _floor(u, _DAY) if u is not None else None
         if daily and not (d0 is not None and d1 is not None and d0 > d1):
-            day_cols = "NULLIF(account, '') AS account"
             if h0 is not None and h0 < d0:
                 pieces.append(self._piece(hour_table, "hour", h0, d0, roll_cols, False))
-            pieces.append(self._piece("usage_rollup_account_day", "day", d0, d1, day_cols, False))
+            pieces.append(self._piece(day_table, "day", d0, d1, roll_cols, False))
             if d1 is not None and d1 < h1:
                 pieces.append(self._piece(hour_table, "hour", d1, h1, roll_cols, False))
         else:
@@ -300,7 +303,8 @@ async def dashboard(conn: asyncpg.Connection, flt: UsageFilter, bucket: str, top
     sets = {0b1111: "totals", 0b0111: "series", 0b1011: "by_level", 0b1101: "by_provider", 0b1110: "by_model"}
     async with conn.transaction(readonly=True):
         src = _Sources(flt)
-        body = src.sql(per_account=per_account, dims=True, daily=False)
+        # whole days from the day rollup unless the series is in hours
+        body = src.sql(per_account=per_account, dims=True, daily=bucket != "hour")
         # One pass over the rollup rows for all five aggregates (the histogram sums are the costly part),
         # each set ordered and cut in SQL as the raw query does (same collation, same ties).
         rows = await conn.fetch(
