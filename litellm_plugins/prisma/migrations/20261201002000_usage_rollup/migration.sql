@@ -134,6 +134,9 @@ CREATE TABLE "litellm_plugins"."usage_rollup_account_day" (
     CONSTRAINT "usage_rollup_account_day_pkey" PRIMARY KEY ("day", "account")
 );
 
+-- CreateIndex (the top-accounts table reads its ten winners' days by account)
+CREATE INDEX "usage_rollup_account_day_account_day_idx" ON "litellm_plugins"."usage_rollup_account_day"("account", "day");
+
 -- The one statement that adds a delta of usage_log rows to every rollup. ``src`` is a query of usage_log's
 -- columns plus w (+1: a row added, -1: a row removed); each rollup gets one grouped upsert of it, in key
 -- order. The rollups differ only in their keys, listed once below; the measures are written once.
