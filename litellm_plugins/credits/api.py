@@ -98,12 +98,14 @@ async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(ad
 async def list_accounts(search: str | None = Query(default=None, max_length=200),
                         limit: int = Query(default=50, ge=1, le=500),
                         offset: int = Query(default=0, ge=0, le=10_000_000)) -> dict[str, Any]:
-    """Admin: accounts (optionally whose id contains ``search``), most recently active first."""
+    """Admin: accounts (optionally whose id contains ``search``), most recently active first, each with
+    its balance, open holds, last activity and ``tier`` (that of its latest request; null before any)."""
     async with runtime.get().pool.acquire() as conn:
         rows = await store.accounts(conn, search, limit, offset)
     return {"accounts": [{"account": r["account"], "balance": fmt(r["balance"]), "held": fmt(r["held"]),
                           "available": fmt(r["balance"] - r["held"]),
                           "last_activity": r["last_activity"].isoformat() if r["last_activity"] else None,
+                          "tier": r["tier"],
                           "created_at": r["created_at"].isoformat()} for r in rows],
             "limit": limit, "offset": offset}
 

@@ -372,11 +372,14 @@ function renderByok(main) {
     h("p", null, "Calls to a provider you have a key for use your key and cost no credits. Keys are encrypted at rest and only the last 4 characters are ever shown."),
     wizard, h("section", { class: "card" }, h("h3", null, "Saved keys"), list), h("section", { class: "card" }, h("h3", null, "Audit trail"), audit));
 
+  let saved = new Map(); // provider -> the saved key's public view, from the last refresh
+
   async function refresh() {
     try {
       const [keys, trail] = await Promise.all([api.get("/plugins/byok/keys"), api.get("/plugins/byok/audit", { limit: 50 })]);
+      saved = new Map(keys.data.map((k) => [k.provider, k]));
       if (!keys.data.length) clear(list, note("You have no saved keys yet."));
-      else clear(list, h("table", { class: "data" }, h("thead", null, h("tr", null, ["Provider", "Key", "Policy", "Added", "Last used", "Last test", ""].map((t) => h("th", null, t)))),
+      else clear(list, h("table", { class: "data" }, h("thead", null, h("tr", null, ["Provider", "Key", "Policy", "Added", "Last used", "Status", ""].map((t) => h("th", null, t)))),
         h("tbody", null, keys.data.map((k) => keyRow(k)))));
       clear(audit, trail.data.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["When", "Provider", "Action", "By", "Detail"].map((t) => h("th", null, t)))),
         h("tbody", null, trail.data.map((a) => h("tr", null, h("td", null, fmtTime(a.at)), h("td", null, a.provider), h("td", null, a.action),
@@ -393,7 +396,7 @@ function renderByok(main) {
         status.textContent = "Testing…";
         try { const r = await api.send("POST", `/plugins/byok/keys/${encodeURIComponent(k.provider)}/test`); status.textContent = r.ok ? "✓ accepted" : `✗ ${r.message}`; refresh(); } catch (e) { status.textContent = e.message; }
       } }, "Test"),
-      h("button", { type: "button", "data-action": "replace", onclick: () => drawWizard(k.provider) }, "Replace"),
+      h("button", { type: "button", "data-action": "replace", onclick: () => { drawWizard(k.provider); wizard.scrollIntoView(); } }, "Replace"),
       h("button", { type: "button", "data-action": "delete", class: "danger", onclick: () => clear(actions,
         h("span", null, `Delete your ${k.provider} key?`),
         h("button", { type: "button", "data-action": "confirm-delete", class: "danger", onclick: async () => {
@@ -401,9 +404,12 @@ function renderByok(main) {
         } }, "Yes, delete"),
         h("button", { type: "button", "data-action": "cancel", onclick: normal }, "Cancel")) }, "Delete"), status);
     normal();
-    const test = k.last_tested_at ? `${k.last_test_ok ? "ok" : "failed"} ${fmtTime(k.last_tested_at)}` : "never";
+    // status: what the provider said at the last test (the wizard's check before saving is not kept)
+    const [state, label] = !k.last_tested_at ? ["untested", "not tested yet"]
+      : k.last_test_ok ? ["ok", `working (tested ${fmtTime(k.last_tested_at)})`] : ["failed", `rejected by the provider (tested ${fmtTime(k.last_tested_at)})`];
     return h("tr", { "data-provider": k.provider }, h("td", null, k.provider), h("td", { class: "mono key-mask" }, k.key),
-      h("td", null, k.policy), h("td", null, fmtTime(k.created_at)), h("td", null, fmtTime(k.last_used_at)), h("td", null, test), actions);
+      h("td", null, k.policy), h("td", null, fmtTime(k.created_at)), h("td", { class: "last-used" }, k.last_used_at ? fmtTime(k.last_used_at) : "never"),
+      h("td", { class: "key-status" }, h("span", { class: `badge k-${state}` }, label)), actions);
   }
 
   async function drawWizard(preset) {
@@ -428,16 +434,26 @@ function renderByok(main) {
         } }, "Test connection"), result),
         h("li", null, h("fieldset", null, h("legend", null, "Policy"), policy("prefer", "prefer — use my key, fall back to the platform's"),
           policy("only", "only — never use the platform's key for this provider"))),
-        h("li", null, h("button", { type: "button", id: "wiz-save", class: "primary", onclick: async () => {
-          const chosen = wizard.querySelector("input[name=wiz-policy]:checked").value;
-          clear(saveStatus, note("Saving…"));
-          try {
-            const r = await api.send("POST", "/plugins/byok/keys", { provider: provider.value, key: key.value, policy: chosen });
-            key.value = "";
-            clear(saveStatus, note(`Saved ${r.provider} key ${r.key} (${r.policy})${r.replaced ? ", replacing the old one" : ""}.`, "ok"));
-            refresh();
-          } catch (e) { clear(saveStatus, note(e.message, "error")); }
+        h("li", null, h("button", { type: "button", id: "wiz-save", class: "primary", onclick: () => {
+          const old = saved.get(provider.value);
+          if (!old) { save(); return; }
+          // replacing a saved key asks first, like delete
+          clear(saveStatus, h("div", { class: "confirm", id: "wiz-confirm-replace" },
+            h("span", null, `Replace your saved ${old.provider} key ${old.key}? The old key is deleted when the new one is saved.`),
+            h("button", { type: "button", "data-action": "confirm-replace", class: "danger", onclick: save }, "Yes, replace"),
+            h("button", { type: "button", "data-action": "cancel", onclick: () => clear(saveStatus) }, "Cancel")));
         } }, "Save key"), saveStatus)));
+
+    async function save() {
+      const chosen = wizard.querySelector("input[name=wiz-policy]:checked").value;
+      clear(saveStatus, note("Saving…"));
+      try {
+        const r = await api.send("POST", "/plugins/byok/keys", { provider: provider.value, key: key.value, policy: chosen });
+        key.value = "";
+        clear(saveStatus, note(`Saved ${r.provider} key ${r.key} (${r.policy})${r.replaced ? ", replacing the old one" : ""}.`, "ok"));
+        refresh();
+      } catch (e) { clear(saveStatus, note(e.message, "error")); }
+    }
   }
   drawWizard();
   refresh();
@@ -502,9 +518,9 @@ function renderAccounts(main) {
     clear(list, note("Loading accounts…"));
     try {
       const r = await api.get("/plugins/credits/accounts", { search: search.value.trim(), limit: 100 });
-      clear(list, r.accounts.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["Account", "Balance", "Held", "Available", "Last activity"].map((t) => h("th", null, t)))),
+      clear(list, r.accounts.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["Account", "Tier", "Balance", "Held", "Available", "Last activity"].map((t) => h("th", null, t)))),
         h("tbody", null, r.accounts.map((a) => h("tr", { class: "clickable", "data-account": a.account, tabindex: "0", onclick: () => open(a.account), onkeydown: (e) => { if (e.key === "Enter") open(a.account); } },
-          h("td", null, a.account), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
+          h("td", null, a.account), h("td", { class: "tier" }, a.tier || "—"), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
           h("td", { class: "num" }, fmtCredits(a.available)), h("td", null, fmtTime(a.last_activity))))))
         : note("No accounts match."));
     } catch (e) { clear(list, note(e.message, "error")); }
