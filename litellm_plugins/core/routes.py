@@ -177,6 +177,8 @@ def mount(app: FastAPI, routers: list[APIRouter]) -> None:
         self_managed.append(USER_ROUTE_PATTERN)
     install_validation_errors(app)
     mounted = {getattr(r, "path", None) for r in app.router.routes}
+    # FastAPI >= 0.165 keeps an included router as one entry (no path): recognise it by its router
+    included = {id(r.original_router) for r in app.router.routes if hasattr(r, "original_router")}
     for router in [ready_router, *routers]:
-        if not any(getattr(r, "path", None) in mounted for r in router.routes):
+        if id(router) not in included and not any(getattr(r, "path", None) in mounted for r in router.routes):
             app.include_router(router)
