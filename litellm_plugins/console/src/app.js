@@ -289,7 +289,7 @@ function renderUsage(main, all) {
         const head = ["Time", ...(all ? ["Account"] : []), "Requested model", "Level", "Group served", "Provider", "Tokens in/out", "Credits", "Latency", "Status", "BYOK"];
         clear(tableBox, h("table", { class: "data" }, h("thead", null, h("tr", null, head.map((t) => h("th", null, t)))),
           h("tbody", null, rows.map((r) => h("tr", { "data-id": r.id },
-            h("td", null, fmtTime(r.created_at)), all ? h("td", null, r.account || "—") : null,
+            h("td", { class: "time" }, fmtTime(r.created_at)), all ? h("td", { class: "clip", title: r.account || "" }, r.account || "—") : null,
             h("td", { class: "model" }, r.requested_model || "—"), h("td", null, r.power_level || "—"),
             h("td", null, r.model_group || "—"), h("td", null, r.provider || "—"),
             h("td", { class: "num" }, `${fmtNum(r.prompt_tokens)} / ${fmtNum(r.completion_tokens)}`),
@@ -329,7 +329,7 @@ function renderUsage(main, all) {
       card("spent", `Spent this ${st.range}`, fmtCredits(t.credits_charged), `$${t.cost_usd} provider cost`),
       card("requests", "Requests", fmtNum(t.requests), `${fmtNum(t.succeeded)} succeeded`),
       card("avg", "Avg credits / request", fmtCredits(t.avg_credits_per_request)),
-      card("byok", "BYOK share", pct(t.byok_requests, t.requests), `${fmtNum(t.byok_requests)} on your own keys`));
+      card("byok", "BYOK share", pct(t.byok_requests, t.requests), `${fmtNum(t.byok_requests)} on ${all ? "the callers'" : "your"} own keys`));
     cards.removeAttribute("aria-busy");
     fillOptions("provider", dash.by_provider.map((r) => r.key));
     fillOptions("model", dash.by_model.map((r) => r.key));
@@ -348,12 +348,12 @@ function renderUsage(main, all) {
       datasets: [{ data: dash.by_provider.map((r) => r.requests), backgroundColor: COLORS }] } }, !dash.by_provider.length, none);
     const lat = series.filter((p) => p.p50_latency_ms !== null);
     cLatency.draw({ type: "line", data: { labels,
-      datasets: [{ label: "p50 ms", data: series.map((p) => p.p50_latency_ms), borderColor: COLORS[2], backgroundColor: COLORS[2], spanGaps: true, pointRadius: 2 }] },
+      datasets: [{ label: "p50 ms", data: series.map((p) => p.p50_latency_ms), borderColor: COLORS[2], backgroundColor: COLORS[2], spanGaps: true, pointRadius: 4 }] },
       options: { scales: { y: { beginAtZero: true } } } }, !lat.length, none);
     if (tops) {
       const topTable = (id, title, rows) => h("section", { class: "card", id }, h("h3", null, title), rows.length
         ? h("table", { class: "data" }, h("thead", null, h("tr", null, h("th", null, "Name"), h("th", null, "Requests"), h("th", null, "Credits"))),
-          h("tbody", null, rows.map((r) => h("tr", null, h("td", null, r.key ?? "(none)"), h("td", { class: "num" }, fmtNum(r.requests)),
+          h("tbody", null, rows.map((r) => h("tr", null, h("td", { class: "clip", title: r.key ?? "(none)" }, r.key ?? "(none)"), h("td", { class: "num" }, fmtNum(r.requests)),
             h("td", { class: "num" }, fmtCredits(r.credits_charged))))))
         : note("No requests in this range."));
       clear(tops, dash.top_accounts ? topTable("top-accounts", "Top accounts by credits", dash.top_accounts) : null,
@@ -520,7 +520,7 @@ function renderAccounts(main) {
       const r = await api.get("/plugins/credits/accounts", { search: search.value.trim(), limit: 100 });
       clear(list, r.accounts.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["Account", "Tier", "Balance", "Held", "Available", "Last activity"].map((t) => h("th", null, t)))),
         h("tbody", null, r.accounts.map((a) => h("tr", { class: "clickable", "data-account": a.account, tabindex: "0", onclick: () => open(a.account), onkeydown: (e) => { if (e.key === "Enter") open(a.account); } },
-          h("td", null, a.account), h("td", { class: "tier" }, a.tier || "—"), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
+          h("td", { class: "clip", title: a.account }, a.account), h("td", { class: "tier" }, a.tier || "—"), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
           h("td", { class: "num" }, fmtCredits(a.available)), h("td", null, fmtTime(a.last_activity))))))
         : note("No accounts match."));
     } catch (e) { clear(list, note(e.message, "error")); }
