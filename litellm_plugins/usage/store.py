@@ -20,17 +20,23 @@ STATUS_RANK = {"success": 3, "failure": 2, "rejected": 1}
 
 _TYPES = {"byok": "bool", "stream": "bool", "prompt_tokens": "int4", "completion_tokens": "int4",
           "cost_usd": "numeric", "credits_charged": "int8", "latency_ms": "int4", "created_at": "float8"}
-# One statement per batch (unnest of column arrays): a 500-row batch is one round trip.
-_INSERT = (
-    f"INSERT INTO usage_log ({', '.join(COLUMNS)}) SELECT "
-    + ", ".join("to_timestamp(created_at)" if c == "created_at" else c for c in COLUMNS)
-    + " FROM unnest("
-    + ", ".join(f"${i + 1}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS))
-    + f") AS t({', '.join(COLUMNS)}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:] if c != "created_at")
-    + " WHERE EXCLUDED.status = 'success' AND usage_log.status <> 'success'"
-)
+
+
+def insert_sql(columns: tuple[str, ...]) -> str:
+    """One statement per batch (unnest of column arrays): a 500-row batch is one round trip."""
+    return (
+        f"INSERT INTO usage_log ({', '.join(columns)}) SELECT "
+        + ", ".join("to_timestamp(created_at)" if c == "created_at" else c for c in columns)
+        + " FROM unnest("
+        + ", ".join(f"${i + 1}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns))
+        + f") AS t({', '.join(columns)}) "
+        "ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:] if c != "created_at")
+        + " WHERE EXCLUDED.status = 'success' AND usage_log.status <> 'success'"
+    )
+
+
+_INSERT = insert_sql(COLUMNS)
 
 
 def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,19 +48,21 @@ def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-async def insert_rows(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+async def insert_rows(conn: asyncpg.Connection, rows: list[dict[str, Any]],
+                      names: tuple[str, ...] = COLUMNS) -> None:
+    """``names``: the columns to write (tests of older schemas pass fewer)."""
     if not rows:
         return
     unique = dedupe(rows)
     columns: list[list[Any]] = []
-    for c in COLUMNS:
+    for c in names:
         if c == "cost_usd":
             columns.append([Decimal(str(r.get(c) or 0)) for r in unique])
         elif c == "created_at":
             columns.append([float(r.get("ts") or 0) for r in unique])
         else:
             columns.append([r.get(c) for r in unique])
-    await conn.execute(_INSERT, *columns)
+    await conn.execute(_INSERT if names == COLUMNS else insert_sql(names), *columns)
 
 
 @dataclass(frozen=True)
