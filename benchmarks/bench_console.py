@@ -5,8 +5,9 @@
 Fills ``usage_log`` of a throwaway database (migrated by our own migrator) with ``--rows`` rows over
 the last 90 days (``generate_series``; one heavy account gets 10% of all rows, the rest spread over
 ``--accounts``), ANALYZEs it, then times what the console's usage screen asks for — exactly the code
-behind ``GET /plugins/usage/dashboard`` (``usage.store.dashboard``: totals, day series, by level /
-provider / model, top accounts, read from the rollups of migration 20261201002000 plus the raw rows of
+behind ``GET /plugins/usage/dashboard`` (``usage.store.dashboard``: totals, series, by level /
+provider / model, top accounts, for every range the console offers (day .. year), one account and all
+accounts, read from the rollups of migration 20261201002000 plus the raw rows of
 the partial hours at the range's ends; ``usage.store.dashboard_raw``, the same from raw rows only, for
 comparison) plus the first page of the requests table (``usage.store.query``) and the admin accounts
 page (``credits.store.accounts``) — median and max of ``--repeat`` runs after one warm-up. Then the
@@ -100,6 +101,17 @@ async def main() -> None:
                  lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=1)), "hour", tops=True)),
                 ("all accounts, quarter (week buckets, all 90 days)",
                  lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=91)), "week", tops=True)),
+                ("all accounts, year (month buckets) + top accounts",
+                 lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=365)), "month", tops=True)),
+                ("all accounts, quarter, filtered provider=openai",
+                 lambda: store.dashboard(conn, store.UsageFilter(since=now - timedelta(days=91), provider="openai"),
+                                         "week", tops=True)),
+                ("one heavy account, day (hour buckets)",
+                 lambda: store.dashboard(conn, store.UsageFilter(account=HEAVY, since=now - timedelta(days=1)),
+                                         "hour", tops=False)),
+                ("one heavy account, quarter (week buckets)",
+                 lambda: store.dashboard(conn, store.UsageFilter(account=HEAVY, since=now - timedelta(days=91)),
+                                         "week", tops=False)),
                 ("one heavy account, year (month buckets)",
                  lambda: store.dashboard(conn, store.UsageFilter(account=HEAVY, since=now - timedelta(days=365)),
                                          "month", tops=False)),

@@ -213,11 +213,40 @@ def test_byok_wizard_adds_a_key_and_shows_it_masked(proxy, page, fake, shots):
     expect(page.locator("#byok-audit")).to_contain_text("openai")
     assert secret not in page.content()
     assert page.input_value("#wiz-key") == ""
-    page.screenshot(path=str(shots / "byok.png"), full_page=True)
+    assert row.locator(".last-used").inner_text() == "never"
+    expect(row.locator(".key-status")).to_have_text("not tested yet")
     # the key is used for alice's next call (the provider sees her key)
     fake.provider.reset()
     assert chat(proxy, ALICE).status_code == 200
     assert any(c.authorization == f"Bearer {secret}" for c in fake.provider.calls)
+    # the list shows the use (written off the request path, every 2 s) and the test result
+    row.locator("button[data-action=test]").click()
+    expect(row.locator(".key-status")).to_contain_text("working (tested ", timeout=10_000)
+    deadline = time.time() + 15
+    while page.locator("#byok-list tr[data-provider=openai] .last-used").inner_text() == "never":
+        assert time.time() < deadline, "last used never shown"
+        page.click("#tab-usage")
+        page.click("#tab-byok")
+        page.wait_for_selector("#byok-list tr[data-provider=openai]")
+        time.sleep(0.3)
+    page.screenshot(path=str(shots / "byok.png"), full_page=True)
+    # replace asks for confirmation like delete; cancel keeps the old key
+    newer = "sk-alice-newer-key-77aa"
+    page.click("#byok-list tr[data-provider=openai] button[data-action=replace]")
+    expect(page.locator("#byok-wizard h3")).to_have_text("Replace your openai key")
+    page.fill("#wiz-key", newer)
+    page.click("#wiz-save")
+    expect(page.locator("#wiz-confirm-replace")).to_contain_text("Replace your saved openai key …9f3e?")
+    page.click("#wiz-confirm-replace button[data-action=cancel]")
+    expect(page.locator("#wiz-confirm-replace")).to_have_count(0)
+    with proxy.client(ALICE) as c:
+        assert [k["key"] for k in c.get("/plugins/byok/keys").json()["data"]] == ["…9f3e"]
+    page.click("#wiz-save")
+    page.click("#wiz-confirm-replace button[data-action=confirm-replace]")
+    expect(page.locator("#wiz-save-status")).to_contain_text("replacing the old one")
+    expect(page.locator("#byok-list tr[data-provider=openai] .key-mask")).to_have_text("…77aa")
+    expect(page.locator("#byok-audit")).to_contain_text("replace")
+    assert newer not in page.content()
 
 
 def test_second_user_never_sees_the_first_users_data(proxy, page):
@@ -226,12 +255,12 @@ def test_second_user_never_sees_the_first_users_data(proxy, page):
     page.wait_for_selector("#card-requests")
     assert card_text(page, "requests") == "0"
     page.wait_for_selector("#panel-requests[data-state=empty]")
-    assert "No requests" in page.inner_text("#requests-table")
+    expect(page.locator("#requests-table")).to_contain_text("No requests")  # the table loads on its own
     assert "alice" not in page.content()
     page.click("#tab-byok")
     page.wait_for_selector("#byok-list .note")
     page.wait_for_selector("#byok-audit .note")
-    assert "alice" not in page.content() and "9f3e" not in page.content()
+    assert "alice" not in page.content() and "9f3e" not in page.content() and "77aa" not in page.content()
     page.click("#tab-levels")
     page.wait_for_selector("#levels .level")
     assert "alice" not in page.content()
@@ -250,6 +279,8 @@ def test_admin_grants_credits_and_the_user_sees_them(proxy, browser, page, shots
     page.click("#tab-accounts")
     page.fill("#account-search", "alice")
     page.press("#account-search", "Enter")
+    # the list shows balance, held, available, last activity and the tier of the latest request
+    expect(page.locator("#accounts-list tr[data-account='user:alice'] td.tier")).to_have_text("professional")
     page.click("#accounts-list tr[data-account='user:alice']")
     page.wait_for_selector("#ledger")
     with proxy.client(ALICE) as c:

@@ -48,3 +48,49 @@ def test_built_assets_are_served_gzipped_from_the_manifest_only(client):
     assert "content-encoding" not in plain.headers and len(plain.content) > len(gzip.compress(plain.content))
     assert c.get("/plugins/ui/assets/secret.txt").status_code == 404
     assert c.get("/plugins/ui/assets/manifest.json").status_code == 404
+
+
+def test_the_console_adds_only_routes_under_plugins_ui_nothing_on_the_v1_path():
+    """Structural: mounting the console on LiteLLM's own proxy app (as startup does, after core's routes)
+    changes no middleware, no exception handler, no LiteLLM callback list; it adds routes under
+    /plugins/ui only, all after LiteLLM's /v1/* routes, so a /v1/* request matches before reaching them."""
+    import litellm
+    from litellm.proxy.proxy_server import app as proxy_app
+    from starlette.routing import Match
+
+    from litellm_plugins.core.routes import mount
+
+    callback_lists = ("callbacks", "input_callback", "success_callback", "failure_callback",
+                      "_async_success_callback", "_async_failure_callback", "service_callback")
+
+    def snapshot():
+        return {"middleware": [(m.cls, repr(m.kwargs)) for m in proxy_app.user_middleware],
+                "stack": proxy_app.middleware_stack,
+                "handlers": dict(proxy_app.exception_handlers),
+                "callbacks": {n: list(getattr(litellm, n, None) or []) for n in callback_lists},
+                "routes": list(proxy_app.router.routes)}
+
+    before_routes = list(proxy_app.router.routes)
+    try:
+        mount(proxy_app, [])  # core's own routes first: the console's contribution is the difference
+        without = snapshot()
+        mount(proxy_app, [api.router])
+        with_console = snapshot()
+        assert with_console["middleware"] == without["middleware"]
+        assert with_console["stack"] is without["stack"]
+        assert with_console["handlers"] == without["handlers"]
+        assert with_console["callbacks"] == without["callbacks"]
+        added = [r for r in with_console["routes"] if r not in without["routes"]]
+        # FastAPI >= 0.165 includes a router as one lazy entry (its routes are the router's)
+        paths = [p for r in added for p in ([x.path for x in r.original_router.routes]
+                                            if hasattr(r, "original_router") else [r.path])]
+        assert added and paths and all(p.startswith(api.BASE) for p in paths), paths
+        assert [r for r in with_console["routes"] if r not in added] == without["routes"]  # same order too
+        # a chat completion is matched by LiteLLM's route, which comes before every console route
+        scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "root_path": ""}
+        routes = with_console["routes"]
+        first = next(i for i, r in enumerate(routes) if r.matches(scope)[0] == Match.FULL)
+        assert first < min(routes.index(r) for r in added)
+        assert not any(r.matches(scope)[0] != Match.NONE for r in added)
+    finally:
+        proxy_app.router.routes[:] = before_routes

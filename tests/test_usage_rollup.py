@@ -49,6 +49,8 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 _RECOMPUTE = {
     "usage_rollup_hour": ("date_trunc('hour', created_at, 'UTC')", "hour",
                           ["requested_model", "power_level", "model_group", "provider", "byok", "status"]),
+    "usage_rollup_day": ("date_trunc('day', created_at, 'UTC')", "day",
+                         ["requested_model", "power_level", "model_group", "provider", "byok", "status"]),
     "usage_rollup_account_hour": ("date_trunc('hour', created_at, 'UTC')", "hour",
                                   ["account", "requested_model", "power_level", "model_group", "provider", "byok",
                                    "status"]),
@@ -194,7 +196,9 @@ async def test_migration_backfills_existing_rows(database: str) -> None:
         await migrate(conn, before)
         assert await conn.fetchval("SELECT to_regclass('litellm_plugins.usage_rollup_hour')") is None
         rows = spread(250)
-        await store.insert_rows(conn, [{**r, "status": "failure"} if int(r["id"][1:]) % 4 == 0 else r for r in rows])
+        older = tuple(c for c in store.COLUMNS if c != "tier")  # usage_log before 20261201002100
+        await store.insert_rows(conn, [{**r, "status": "failure"} if int(r["id"][1:]) % 4 == 0 else r for r in rows],
+                                older)
         await migrate(conn)  # the rollup migration (and any later one) on a log with rows in it
         assert await conn.fetchval("SELECT sum(requests) FROM usage_rollup_hour") == 250
         await check_everything(conn)

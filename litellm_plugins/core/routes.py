@@ -62,6 +62,20 @@ async def admin_caller(caller: Caller = Depends(current_caller)) -> Caller:
     return caller
 
 
+def resolve_account(caller: Caller, account: str | None, action: str = "read") -> str:
+    """The account a route acts on: the caller's own (``account`` omitted or equal to it, resolved with
+    the core ``account_order``), or any named one for an admin. 400 when the key has no account of
+    its own, 403 when a non-admin names another (``action`` words the message: "read", "read or change")."""
+    own = caller.account(runtime.get().settings.account_order)
+    if account is None or account == own:
+        if own is None:
+            bad_request("this key has no account (no user, team or key hash)", "account")
+        return own
+    if not caller.is_admin:
+        forbidden(f"a non-admin key can only {action} its own account", "account")
+    return account
+
+
 ready_router = APIRouter(prefix=PREFIX, tags=["litellm-plugins"])
 
 
@@ -163,6 +177,8 @@ def mount(app: FastAPI, routers: list[APIRouter]) -> None:
         self_managed.append(USER_ROUTE_PATTERN)
     install_validation_errors(app)
     mounted = {getattr(r, "path", None) for r in app.router.routes}
+    # FastAPI >= 0.165 keeps an included router as one entry (no path): recognise it by its router
+    included = {id(r.original_router) for r in app.router.routes if hasattr(r, "original_router")}
     for router in [ready_router, *routers]:
-        if not any(getattr(r, "path", None) in mounted for r in router.routes):
+        if id(router) not in included and not any(getattr(r, "path", None) in mounted for r in router.routes):
             app.include_router(router)

@@ -14,26 +14,13 @@ from redis.exceptions import RedisError
 from litellm_plugins.core import runtime
 from litellm_plugins.core.errors import bad_request, forbidden, not_found, plugin_error
 from litellm_plugins.core.identity import Caller
-from litellm_plugins.core.routes import admin_caller, current_caller
+from litellm_plugins.core.routes import admin_caller, current_caller, resolve_account
 from litellm_plugins.credits import service, store
 from litellm_plugins.credits.hook import engine
 from litellm_plugins.credits.money import fmt
 from litellm_plugins.usage.api import router as usage_router
 
 credits_router = APIRouter(prefix="/plugins/credits", tags=["litellm-plugins: credits"])
-
-
-def resolve_account(caller: Caller, account: str | None) -> str:
-    eng = engine()
-    order = eng.order if eng else ("user", "team", "key")
-    own = caller.account(order)
-    if account is None or account == own:
-        if own is None:
-            bad_request("this key has no account (no user, team or key hash)", "account")
-        return own
-    if not caller.is_admin:
-        forbidden("a non-admin key can only read its own account", "account")
-    return account
 
 
 @credits_router.get("/balance")
@@ -44,7 +31,7 @@ async def get_balance(account: str | None = Query(default=None),
     async with rt.pool.acquire() as conn:
         row = await store.balance(conn, acct)
     if row is None:
-        if account is not None and account != caller.account():
+        if account is not None and account != caller.account(runtime.get().settings.account_order):
             not_found(f"no credit account {acct!r}", "account")
         eng = engine()
         start = eng.starting_units if eng else 0
@@ -111,12 +98,14 @@ async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(ad
 async def list_accounts(search: str | None = Query(default=None, max_length=200),
                         limit: int = Query(default=50, ge=1, le=500),
                         offset: int = Query(default=0, ge=0, le=10_000_000)) -> dict[str, Any]:
-    """Admin: accounts (optionally whose id contains ``search``), most recently active first."""
+    """Admin: accounts (optionally whose id contains ``search``), most recently active first, each with
+    its balance, open holds, last activity and ``tier`` (that of its latest request; null before any)."""
     async with runtime.get().pool.acquire() as conn:
         rows = await store.accounts(conn, search, limit, offset)
     return {"accounts": [{"account": r["account"], "balance": fmt(r["balance"]), "held": fmt(r["held"]),
                           "available": fmt(r["balance"] - r["held"]),
                           "last_activity": r["last_activity"].isoformat() if r["last_activity"] else None,
+                          "tier": r["tier"],
                           "created_at": r["created_at"].isoformat()} for r in rows],
             "limit": limit, "offset": offset}
 

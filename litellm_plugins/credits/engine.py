@@ -256,7 +256,8 @@ class Engine:
             "cost_usd": str(to_decimal(cost)) if cost else "0",
             "credits_charged": charge, "latency_ms": latency,
             "stream": bool(slo.get("stream") or kwargs.get("stream")),
-            "status": status, "error_type": error_type, "ts": time.time(),
+            "status": status, "error_type": error_type, "tier": hold.get("tier") or ctx.get("tier"),
+            "ts": time.time(),
         }
 
     def on_success(self, kwargs: dict[str, Any]) -> None:

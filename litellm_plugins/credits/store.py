@@ -131,13 +131,14 @@ async def ledger(conn: asyncpg.Connection, account: str, limit: int, before_id: 
 
 
 async def accounts(conn: asyncpg.Connection, search: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
-    """A page of accounts with open holds and last activity (one index probe per listed account on
-    ``usage_log(account, created_at)``, so the page costs the same however large the log is)."""
+    """A page of accounts with open holds, last activity and the tier of that latest request (one index
+    probe per listed account on ``usage_log(account, created_at)``, so the page costs the same however
+    large the log is)."""
     rows = await conn.fetch(
         "SELECT a.account, a.balance, a.created_at, "
         "COALESCE((SELECT sum(amount) FROM credit_holds h WHERE h.account = a.account AND h.status = 'pending'), 0)"
-        "::bigint AS held, u.created_at AS last_activity "
-        "FROM credit_accounts a LEFT JOIN LATERAL (SELECT created_at FROM usage_log l WHERE l.account = a.account "
+        "::bigint AS held, u.created_at AS last_activity, u.tier "
+        "FROM credit_accounts a LEFT JOIN LATERAL (SELECT created_at, tier FROM usage_log l WHERE l.account = a.account "
         "ORDER BY created_at DESC LIMIT 1) u ON true "
         "WHERE ($1::text IS NULL OR strpos(lower(a.account), lower($1)) > 0) "
         "ORDER BY u.created_at DESC NULLS LAST, a.account LIMIT $2 OFFSET $3", search or None, limit, offset)

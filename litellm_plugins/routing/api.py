@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from litellm_plugins.core import catalog, runtime
 from litellm_plugins.core.errors import bad_request, forbidden, not_found
 from litellm_plugins.core.identity import Caller
-from litellm_plugins.core.routes import current_caller
+from litellm_plugins.core.routes import current_caller, resolve_account
 from litellm_plugins.credits.money import charge_units, fmt, hold_units
 from litellm_plugins.credits.pricing import GroupPrice, build_price_table, estimate_prompt_tokens, requested_output_tokens
 from litellm_plugins.routing import availability, store
@@ -91,22 +91,11 @@ def _state_or_404() -> _State:
     return state
 
 
-def _own_account(caller: Caller, account: str | None) -> str:
-    own = caller.account(runtime.get().settings.account_order)
-    if account is None or account == own:
-        if own is None:
-            bad_request("this key has no account (no user, team or key hash)", "account")
-        return own
-    if not caller.is_admin:
-        forbidden("a non-admin key can only read or change its own account", "account")
-    return account
-
-
 @router.get("/default-level")
 async def get_default_level(account: str | None = Query(default=None, max_length=512),
                             caller: Caller = Depends(current_caller)) -> dict[str, Any]:
     _state_or_404()
-    acct = _own_account(caller, account)
+    acct = resolve_account(caller, account, "read or change")
     async with runtime.get().pool.acquire() as conn:
         row = await store.get(conn, acct)
     return {"account": acct, "default_level": row["default_level"] if row else None,
@@ -123,7 +112,7 @@ async def put_default_level(body: Any = Body(default=None), caller: Caller = Dep
     unknown = set(body) - {"default_level", "account"}
     if unknown:
         bad_request(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
-    acct = _own_account(caller, body.get("account"))
+    acct = resolve_account(caller, body.get("account"), "read or change")
     level = body["default_level"]
     policy = state.policy
     if level is not None:

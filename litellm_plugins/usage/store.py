@@ -14,23 +14,29 @@ import asyncpg
 
 COLUMNS = ("id", "call_id", "account", "user_id", "team_id", "key_hash", "requested_model", "power_level",
            "model_group", "deployment", "provider", "first_choice_group", "byok", "prompt_tokens", "completion_tokens", "cost_usd",
-           "credits_charged", "latency_ms", "stream", "status", "error_type", "created_at")
+           "credits_charged", "latency_ms", "stream", "status", "error_type", "tier", "created_at")
 # Which outcome wins when one request reports several (a failed attempt, then a successful retry).
 STATUS_RANK = {"success": 3, "failure": 2, "rejected": 1}
 
 _TYPES = {"byok": "bool", "stream": "bool", "prompt_tokens": "int4", "completion_tokens": "int4",
           "cost_usd": "numeric", "credits_charged": "int8", "latency_ms": "int4", "created_at": "float8"}
-# One statement per batch (unnest of column arrays): a 500-row batch is one round trip.
-_INSERT = (
-    f"INSERT INTO usage_log ({', '.join(COLUMNS)}) SELECT "
-    + ", ".join("to_timestamp(created_at)" if c == "created_at" else c for c in COLUMNS)
-    + " FROM unnest("
-    + ", ".join(f"${i + 1}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS))
-    + f") AS t({', '.join(COLUMNS)}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:] if c != "created_at")
-    + " WHERE EXCLUDED.status = 'success' AND usage_log.status <> 'success'"
-)
+
+
+def insert_sql(columns: tuple[str, ...]) -> str:
+    """One statement per batch (unnest of column arrays): a 500-row batch is one round trip."""
+    return (
+        f"INSERT INTO usage_log ({', '.join(columns)}) SELECT "
+        + ", ".join("to_timestamp(created_at)" if c == "created_at" else c for c in columns)
+        + " FROM unnest("
+        + ", ".join(f"${i + 1}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns))
+        + f") AS t({', '.join(columns)}) "
+        "ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:] if c != "created_at")
+        + " WHERE EXCLUDED.status = 'success' AND usage_log.status <> 'success'"
+    )
+
+
+_INSERT = insert_sql(COLUMNS)
 
 
 def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,19 +48,21 @@ def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-async def insert_rows(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+async def insert_rows(conn: asyncpg.Connection, rows: list[dict[str, Any]],
+                      names: tuple[str, ...] = COLUMNS) -> None:
+    """``names``: the columns to write (tests of older schemas pass fewer)."""
     if not rows:
         return
     unique = dedupe(rows)
     columns: list[list[Any]] = []
-    for c in COLUMNS:
+    for c in names:
         if c == "cost_usd":
             columns.append([Decimal(str(r.get(c) or 0)) for r in unique])
         elif c == "created_at":
             columns.append([float(r.get("ts") or 0) for r in unique])
         else:
             columns.append([r.get(c) for r in unique])
-    await conn.execute(_INSERT, *columns)
+    await conn.execute(_INSERT if names == COLUMNS else insert_sql(names), *columns)
 
 
 @dataclass(frozen=True)
@@ -201,19 +209,27 @@ class _Sources:
     covers, raw ``usage_log`` rows only for the partial hours at its two ends. Exact for every sum,
     because the rollups are kept in the writers' own transactions."""
 
-    def __init__(self, flt: UsageFilter) -> None:
+    def __init__(self, flt: UsageFilter, accounts: list[str | None] | None = None) -> None:
         self.flt = flt
+        self.accounts = accounts  # only these accounts (None: an account the rollups store as '')
         self.args: list[Any] = []
 
     def arg(self, value: Any) -> str:
         self.args.append(value)
         return f"${len(self.args)}"
 
-    def _dim_where(self) -> list[str]:
+    def _dim_where(self, raw: bool) -> list[str]:
         f = self.flt
         out = []
         if f.account is not None:
             out.append(f"account = {self.arg(f.account)}")
+        if self.accounts is not None:
+            named = self.arg([a for a in self.accounts if a is not None])
+            if None in self.accounts:
+                out.append(f"(account = ANY({named}::text[]) OR account IS NULL)" if raw
+                           else f"account = ANY(array_append({named}::text[], ''))")
+            else:
+                out.append(f"account = ANY({named}::text[])")
         if f.model is not None:
             p = self.arg(f.model)
             out.append(f"(model_group = {p} OR requested_model = {p})")
@@ -225,7 +241,7 @@ class _Sources:
 
     def _piece(self, table: str, tcol: str, lo: datetime | None, hi: datetime | None, cols: str,
                raw: bool) -> str:
-        where = self._dim_where()
+        where = self._dim_where(raw)
         if lo is not None:
             where.append(f"{tcol} >= {self.arg(lo)}")
         if hi is not None:
@@ -236,9 +252,13 @@ class _Sources:
 
     def sql(self, per_account: bool, dims: bool, daily: bool) -> str:
         """``per_account``: the account column is needed (or filtered on); ``dims``: the dashboard
-        dimensions are; ``daily``: whole days may come from the day x account rollup (no dims)."""
+        dimensions are; ``daily``: whole days may come from a day rollup (``usage_rollup_day``, all
+        accounts with dims, or ``usage_rollup_account_day``, per account without dims)."""
         s, u = self.flt.since, self.flt.until
         hour_table = "usage_rollup_account_hour" if per_account else "usage_rollup_hour"
+        day_table = {(False, True): "usage_rollup_day", (False, False): "usage_rollup_day",
+                     (True, False): "usage_rollup_account_day"}.get((per_account, dims))
+        daily = daily and day_table is not None
         roll_cols = ", ".join(([f"NULLIF(account, '') AS account"] if per_account else [])
                               + ([_DIM_SELECT] if dims else []))
         raw_cols = ", ".join((["account"] if per_account else []) + ([_RAW_DIMS] if dims else []))
@@ -253,10 +273,9 @@ class _Sources:
         d0 = _ceil(s, _DAY) if s is not None else None
         d1 = _floor(u, _DAY) if u is not None else None
         if daily and not (d0 is not None and d1 is not None and d0 > d1):
-            day_cols = "NULLIF(account, '') AS account"
             if h0 is not None and h0 < d0:
                 pieces.append(self._piece(hour_table, "hour", h0, d0, roll_cols, False))
-            pieces.append(self._piece("usage_rollup_account_day", "day", d0, d1, day_cols, False))
+            pieces.append(self._piece(day_table, "day", d0, d1, roll_cols, False))
             if d1 is not None and d1 < h1:
                 pieces.append(self._piece(hour_table, "hour", d1, h1, roll_cols, False))
         else:
@@ -300,7 +319,8 @@ async def dashboard(conn: asyncpg.Connection, flt: UsageFilter, bucket: str, top
     sets = {0b1111: "totals", 0b0111: "series", 0b1011: "by_level", 0b1101: "by_provider", 0b1110: "by_model"}
     async with conn.transaction(readonly=True):
         src = _Sources(flt)
-        body = src.sql(per_account=per_account, dims=True, daily=False)
+        # whole days from the day rollup unless the series is in hours
+        body = src.sql(per_account=per_account, dims=True, daily=bucket != "hour")
         # One pass over the rollup rows for all five aggregates (the histogram sums are the costly part),
         # each set ordered and cut in SQL as the raw query does (same collation, same ties).
         rows = await conn.fetch(
@@ -327,30 +347,26 @@ async def dashboard(conn: asyncpg.Connection, flt: UsageFilter, bucket: str, top
                 out[name].append({"key": r[key], **item})
         out["series"].sort(key=lambda i: i["t"])
         if tops:
-            # Top accounts in two steps: rank on the exact sums (cheap), then read the latency
-            # histograms of the ten winners only.
+            # Top accounts in two steps: rank on the two sums the order needs, then read every sum and
+            # the latency histogram of the ten winners only (an index probe per winner).
             dim_filter = any(getattr(flt, n) is not None for n in ("model", "power_level", "byok", "status",
                                                                      "provider"))
             src = _Sources(flt)
             body = src.sql(per_account=True, dims=dim_filter, daily=not dim_filter)
-            sums = _ROLLUP_AGG.split(", COALESCE(sum(latency_hist[1])")[0]
             top = await conn.fetch(
-                f"SELECT account AS key, {sums} FROM ({body}) AS src GROUP BY 1 HAVING sum(requests) > 0 "
-                f"ORDER BY credits_charged DESC, requests DESC, 1 LIMIT {TOP_N}", *src.args)
+                f"SELECT account AS key, COALESCE(sum(credits_charged), 0)::bigint AS credits_charged, "
+                f"COALESCE(sum(requests), 0)::bigint AS requests FROM ({body}) AS src GROUP BY 1 "
+                f"HAVING sum(requests) > 0 ORDER BY credits_charged DESC, requests DESC, 1 LIMIT {TOP_N}",
+                *src.args)
             keys = [r["key"] for r in top]
-            hists: dict[Any, int | None] = {}
+            details: dict[Any, dict[str, Any]] = {}
             if keys:
-                src = _Sources(flt)
+                src = _Sources(flt, accounts=keys)
                 body = src.sql(per_account=True, dims=dim_filter, daily=not dim_filter)
-                hist_cols = ", ".join(f"COALESCE(sum(latency_hist[{i + 1}]), 0)::bigint AS h{i}"
-                                      for i in range(N_LATENCY))
-                p = src.arg([k for k in keys if k is not None])
-                for r in await conn.fetch(
-                        f"SELECT account AS key, {hist_cols} FROM ({body}) AS src "
-                        f"WHERE account = ANY({p}::text[]) OR (account IS NULL AND {None in keys}) GROUP BY 1",
-                        *src.args):
-                    hists[r["key"]] = hist_p50([r[f"h{i}"] for i in range(N_LATENCY)])
-            out["top_accounts"] = [{**dict(r), "p50_latency_ms": hists.get(r["key"])} for r in top]
+                for r in await conn.fetch(f"SELECT account AS key, {_ROLLUP_AGG} FROM ({body}) AS src GROUP BY 1",
+                                          *src.args):
+                    details[r["key"]] = _from_hist(r)
+            out["top_accounts"] = [details[k] for k in keys]
     return out
 
 

@@ -289,7 +289,7 @@ function renderUsage(main, all) {
         const head = ["Time", ...(all ? ["Account"] : []), "Requested model", "Level", "Group served", "Provider", "Tokens in/out", "Credits", "Latency", "Status", "BYOK"];
         clear(tableBox, h("table", { class: "data" }, h("thead", null, h("tr", null, head.map((t) => h("th", null, t)))),
           h("tbody", null, rows.map((r) => h("tr", { "data-id": r.id },
-            h("td", null, fmtTime(r.created_at)), all ? h("td", null, r.account || "—") : null,
+            h("td", { class: "time" }, fmtTime(r.created_at)), all ? h("td", { class: "clip", title: r.account || "" }, r.account || "—") : null,
             h("td", { class: "model" }, r.requested_model || "—"), h("td", null, r.power_level || "—"),
             h("td", null, r.model_group || "—"), h("td", null, r.provider || "—"),
             h("td", { class: "num" }, `${fmtNum(r.prompt_tokens)} / ${fmtNum(r.completion_tokens)}`),
@@ -329,7 +329,7 @@ function renderUsage(main, all) {
       card("spent", `Spent this ${st.range}`, fmtCredits(t.credits_charged), `$${t.cost_usd} provider cost`),
       card("requests", "Requests", fmtNum(t.requests), `${fmtNum(t.succeeded)} succeeded`),
       card("avg", "Avg credits / request", fmtCredits(t.avg_credits_per_request)),
-      card("byok", "BYOK share", pct(t.byok_requests, t.requests), `${fmtNum(t.byok_requests)} on your own keys`));
+      card("byok", "BYOK share", pct(t.byok_requests, t.requests), `${fmtNum(t.byok_requests)} on ${all ? "the callers'" : "your"} own keys`));
     cards.removeAttribute("aria-busy");
     fillOptions("provider", dash.by_provider.map((r) => r.key));
     fillOptions("model", dash.by_model.map((r) => r.key));
@@ -348,12 +348,12 @@ function renderUsage(main, all) {
       datasets: [{ data: dash.by_provider.map((r) => r.requests), backgroundColor: COLORS }] } }, !dash.by_provider.length, none);
     const lat = series.filter((p) => p.p50_latency_ms !== null);
     cLatency.draw({ type: "line", data: { labels,
-      datasets: [{ label: "p50 ms", data: series.map((p) => p.p50_latency_ms), borderColor: COLORS[2], backgroundColor: COLORS[2], spanGaps: true, pointRadius: 2 }] },
+      datasets: [{ label: "p50 ms", data: series.map((p) => p.p50_latency_ms), borderColor: COLORS[2], backgroundColor: COLORS[2], spanGaps: true, pointRadius: 4 }] },
       options: { scales: { y: { beginAtZero: true } } } }, !lat.length, none);
     if (tops) {
       const topTable = (id, title, rows) => h("section", { class: "card", id }, h("h3", null, title), rows.length
         ? h("table", { class: "data" }, h("thead", null, h("tr", null, h("th", null, "Name"), h("th", null, "Requests"), h("th", null, "Credits"))),
-          h("tbody", null, rows.map((r) => h("tr", null, h("td", null, r.key ?? "(none)"), h("td", { class: "num" }, fmtNum(r.requests)),
+          h("tbody", null, rows.map((r) => h("tr", null, h("td", { class: "clip", title: r.key ?? "(none)" }, r.key ?? "(none)"), h("td", { class: "num" }, fmtNum(r.requests)),
             h("td", { class: "num" }, fmtCredits(r.credits_charged))))))
         : note("No requests in this range."));
       clear(tops, dash.top_accounts ? topTable("top-accounts", "Top accounts by credits", dash.top_accounts) : null,
@@ -372,11 +372,14 @@ function renderByok(main) {
     h("p", null, "Calls to a provider you have a key for use your key and cost no credits. Keys are encrypted at rest and only the last 4 characters are ever shown."),
     wizard, h("section", { class: "card" }, h("h3", null, "Saved keys"), list), h("section", { class: "card" }, h("h3", null, "Audit trail"), audit));
 
+  let saved = new Map(); // provider -> the saved key's public view, from the last refresh
+
   async function refresh() {
     try {
       const [keys, trail] = await Promise.all([api.get("/plugins/byok/keys"), api.get("/plugins/byok/audit", { limit: 50 })]);
+      saved = new Map(keys.data.map((k) => [k.provider, k]));
       if (!keys.data.length) clear(list, note("You have no saved keys yet."));
-      else clear(list, h("table", { class: "data" }, h("thead", null, h("tr", null, ["Provider", "Key", "Policy", "Added", "Last used", "Last test", ""].map((t) => h("th", null, t)))),
+      else clear(list, h("table", { class: "data" }, h("thead", null, h("tr", null, ["Provider", "Key", "Policy", "Added", "Last used", "Status", ""].map((t) => h("th", null, t)))),
         h("tbody", null, keys.data.map((k) => keyRow(k)))));
       clear(audit, trail.data.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["When", "Provider", "Action", "By", "Detail"].map((t) => h("th", null, t)))),
         h("tbody", null, trail.data.map((a) => h("tr", null, h("td", null, fmtTime(a.at)), h("td", null, a.provider), h("td", null, a.action),
@@ -393,7 +396,7 @@ function renderByok(main) {
         status.textContent = "Testing…";
         try { const r = await api.send("POST", `/plugins/byok/keys/${encodeURIComponent(k.provider)}/test`); status.textContent = r.ok ? "✓ accepted" : `✗ ${r.message}`; refresh(); } catch (e) { status.textContent = e.message; }
       } }, "Test"),
-      h("button", { type: "button", "data-action": "replace", onclick: () => drawWizard(k.provider) }, "Replace"),
+      h("button", { type: "button", "data-action": "replace", onclick: () => { drawWizard(k.provider); wizard.scrollIntoView(); } }, "Replace"),
       h("button", { type: "button", "data-action": "delete", class: "danger", onclick: () => clear(actions,
         h("span", null, `Delete your ${k.provider} key?`),
         h("button", { type: "button", "data-action": "confirm-delete", class: "danger", onclick: async () => {
@@ -401,9 +404,12 @@ function renderByok(main) {
         } }, "Yes, delete"),
         h("button", { type: "button", "data-action": "cancel", onclick: normal }, "Cancel")) }, "Delete"), status);
     normal();
-    const test = k.last_tested_at ? `${k.last_test_ok ? "ok" : "failed"} ${fmtTime(k.last_tested_at)}` : "never";
+    // status: what the provider said at the last test (the wizard's check before saving is not kept)
+    const [state, label] = !k.last_tested_at ? ["untested", "not tested yet"]
+      : k.last_test_ok ? ["ok", `working (tested ${fmtTime(k.last_tested_at)})`] : ["failed", `rejected by the provider (tested ${fmtTime(k.last_tested_at)})`];
     return h("tr", { "data-provider": k.provider }, h("td", null, k.provider), h("td", { class: "mono key-mask" }, k.key),
-      h("td", null, k.policy), h("td", null, fmtTime(k.created_at)), h("td", null, fmtTime(k.last_used_at)), h("td", null, test), actions);
+      h("td", null, k.policy), h("td", null, fmtTime(k.created_at)), h("td", { class: "last-used" }, k.last_used_at ? fmtTime(k.last_used_at) : "never"),
+      h("td", { class: "key-status" }, h("span", { class: `badge k-${state}` }, label)), actions);
   }
 
   async function drawWizard(preset) {
@@ -428,16 +434,26 @@ function renderByok(main) {
         } }, "Test connection"), result),
         h("li", null, h("fieldset", null, h("legend", null, "Policy"), policy("prefer", "prefer — use my key, fall back to the platform's"),
           policy("only", "only — never use the platform's key for this provider"))),
-        h("li", null, h("button", { type: "button", id: "wiz-save", class: "primary", onclick: async () => {
-          const chosen = wizard.querySelector("input[name=wiz-policy]:checked").value;
-          clear(saveStatus, note("Saving…"));
-          try {
-            const r = await api.send("POST", "/plugins/byok/keys", { provider: provider.value, key: key.value, policy: chosen });
-            key.value = "";
-            clear(saveStatus, note(`Saved ${r.provider} key ${r.key} (${r.policy})${r.replaced ? ", replacing the old one" : ""}.`, "ok"));
-            refresh();
-          } catch (e) { clear(saveStatus, note(e.message, "error")); }
+        h("li", null, h("button", { type: "button", id: "wiz-save", class: "primary", onclick: () => {
+          const old = saved.get(provider.value);
+          if (!old) { save(); return; }
+          // replacing a saved key asks first, like delete
+          clear(saveStatus, h("div", { class: "confirm", id: "wiz-confirm-replace" },
+            h("span", null, `Replace your saved ${old.provider} key ${old.key}? The old key is deleted when the new one is saved.`),
+            h("button", { type: "button", "data-action": "confirm-replace", class: "danger", onclick: save }, "Yes, replace"),
+            h("button", { type: "button", "data-action": "cancel", onclick: () => clear(saveStatus) }, "Cancel")));
         } }, "Save key"), saveStatus)));
+
+    async function save() {
+      const chosen = wizard.querySelector("input[name=wiz-policy]:checked").value;
+      clear(saveStatus, note("Saving…"));
+      try {
+        const r = await api.send("POST", "/plugins/byok/keys", { provider: provider.value, key: key.value, policy: chosen });
+        key.value = "";
+        clear(saveStatus, note(`Saved ${r.provider} key ${r.key} (${r.policy})${r.replaced ? ", replacing the old one" : ""}.`, "ok"));
+        refresh();
+      } catch (e) { clear(saveStatus, note(e.message, "error")); }
+    }
   }
   drawWizard();
   refresh();
@@ -502,9 +518,9 @@ function renderAccounts(main) {
     clear(list, note("Loading accounts…"));
     try {
       const r = await api.get("/plugins/credits/accounts", { search: search.value.trim(), limit: 100 });
-      clear(list, r.accounts.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["Account", "Balance", "Held", "Available", "Last activity"].map((t) => h("th", null, t)))),
+      clear(list, r.accounts.length ? h("table", { class: "data" }, h("thead", null, h("tr", null, ["Account", "Tier", "Balance", "Held", "Available", "Last activity"].map((t) => h("th", null, t)))),
         h("tbody", null, r.accounts.map((a) => h("tr", { class: "clickable", "data-account": a.account, tabindex: "0", onclick: () => open(a.account), onkeydown: (e) => { if (e.key === "Enter") open(a.account); } },
-          h("td", null, a.account), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
+          h("td", { class: "clip", title: a.account }, a.account), h("td", { class: "tier" }, a.tier || "—"), h("td", { class: "num" }, fmtCredits(a.balance)), h("td", { class: "num" }, fmtCredits(a.held)),
           h("td", { class: "num" }, fmtCredits(a.available)), h("td", null, fmtTime(a.last_activity))))))
         : note("No accounts match."));
     } catch (e) { clear(list, note(e.message, "error")); }
