@@ -40,7 +40,7 @@ from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import KeyFile, ProxyProcess, deep_merge, test_config  # noqa: E402
 from tests.support.services import REDIS_URL, redis_prefix, throwaway_database  # noqa: E402
 
-CAPABILITIES = ("guard", "routing", "byok", "credits", "health")
+CAPABILITIES = ("guard", "routing", "byok", "credits", "health", "metrics")
 BENCH_KEY = "sk-bench-user-0001"
 LUA = """
 wrk.method = "POST"

@@ -15,7 +15,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from litellm_plugins.metrics import multiproc
+from litellm_plugins.metrics import multiproc, record
 
 PATH = "/plugins/metrics"
 router = APIRouter(tags=["litellm-plugins: metrics"])
@@ -45,6 +45,7 @@ async def get_metrics(request: Request) -> Response:
             anthropic_api_key_header=h.get("x-api-key"), google_ai_studio_api_key_header=h.get("x-goog-api-key"),
             azure_apim_header=h.get("Ocp-Apim-Subscription-Key") or "",
             custom_litellm_key_header=h.get("x-litellm-api-key"))
+    record.publish()  # this worker's credit units up to now (other workers publish on their sampler tick)
     body, content_type = await asyncio.to_thread(_render, request.headers.get("accept", ""))
     return Response(body, media_type=content_type)
 

@@ -151,7 +151,10 @@ async def sample_forever(rt: Runtime) -> None:
 
 async def sample_once(rt: Runtime) -> None:
     i = record.active()
-    if i is None or not rt.settings.credits.enabled:
+    if i is None:
+        return
+    record.publish()
+    if not rt.settings.credits.enabled:
         return
     from litellm_plugins.credits.hook import engine
 
