@@ -143,6 +143,7 @@ class Instruments:
     def __init__(self, cap: int = 500, registry: CollectorRegistry | None = REGISTRY,
                  per_account: bool = False, max_accounts: int = 100) -> None:
         self.cap = cap
+        self.registry = registry
         self.metrics: dict[str, Any] = {}
         for short, (kind, doc, labels) in SPEC.items():
             if short in OPT_IN and not per_account:
