@@ -1,16 +1,19 @@
 """Metrics end to end: real proxies, the shipped config, scrapes while requests flow.
 
-``single``: one worker, LiteLLM's ``prometheus`` callback not listed, so ours are on
-``/plugins/metrics``. Every test reads the counters before and after and asserts they moved by
+``plain``: the shipped config (LiteLLM's ``prometheus`` callback not listed, so ours are on
+``/plugins/metrics``) with two workers, so every count below is a total over both (our startup puts
+them in multiprocess mode). Every test reads the counters before and after and asserts they moved by
 exactly the requests it sent (plain, streamed, refused 402 / 400, served by a fallback), the money
 counter by exactly the credits the responses say were charged. ``workers``: two workers with the
-``prometheus`` callback (LiteLLM's multiprocess mode): ours are on LiteLLM's ``/metrics`` and the
-totals add up across workers.
+``prometheus`` callback (LiteLLM's documented multiprocess mode): ours are on LiteLLM's ``/metrics``
+and the totals add up across workers there too.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import glob
+import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -77,7 +80,7 @@ def upstream(fake_server) -> dict[str, str]:
 def single(start_proxy, keys) -> ProxyProcess:
     keys.add("sk-m-ent", user_id="m-ent", metadata={"tier": "enterprise"})
     keys.add("sk-m-poor", user_id="m-poor", metadata={"tier": "enterprise"})
-    return start_proxy(plugins=PLUGINS, name="single")
+    return start_proxy(plugins=PLUGINS, name="plain", num_workers=2)
 
 
 REQ = "litellm_plugins_requests_total"
@@ -206,6 +209,20 @@ def test_exposition_parses_and_follows_litellm_metrics_auth(single) -> None:
     # LiteLLM's own /metrics is not mounted without its prometheus callback: one endpoint only
     assert httpx.get(single.url + "/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"},
                      timeout=30).status_code == 404
+
+
+def test_both_workers_counted_in_a_directory_of_their_own(single) -> None:
+    dirs = glob.glob(f"{tempfile.gettempdir()}/litellm-plugins-metrics-{single.process.pid}-*")
+    assert len(dirs) == 1, dirs
+    before = scrape(single)
+    n = 16
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: chat(single, "sk-m-ent", "eco").status_code, range(n)))
+    assert statuses == [200] * n
+    after = wait_for(single, lambda s: total(s, REQ) - total(before, REQ) >= n)
+    assert total(after, REQ) - total(before, REQ) == n
+    workers = {Path(p).name.rsplit("_", 1)[1] for p in glob.glob(f"{dirs[0]}/counter_*.db")}
+    assert len(workers) == 2, workers
 
 
 # ---- two workers, LiteLLM's prometheus callback (its multiprocess mode) ------------------------------------

@@ -120,6 +120,24 @@ def test_settings_are_validated_naming_the_key() -> None:
     assert settings.enabled and not settings.per_account_labels and settings.max_accounts == 100
 
 
+def test_enabled_metrics_without_its_hook_stop_startup() -> None:
+    from litellm_plugins.core.startup import check_callbacks
+
+    settings = parse_settings({**BASE, "metrics": {"enabled": True}})
+    with pytest.raises(SettingsError, match=r"litellm_plugins\.metrics\.metrics_hook is not listed"):
+        check_callbacks(settings, {"litellm_settings": {"callbacks": ["litellm_plugins.routing.routing_hook"]}})
+    check_callbacks(settings, {"litellm_settings": {"callbacks": ["litellm_plugins.metrics.metrics_hook"]}})
+
+
+def test_single_process_scrapes_the_process_registry(monkeypatch) -> None:
+    from prometheus_client import REGISTRY
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    assert multiproc.registry() is REGISTRY
+    assert multiproc.setup() is None  # not a multiprocessing child: one worker, no directory
+
+
 def test_prometheus_callback_detection_matches_litellm() -> None:
     assert multiproc.prometheus_callback_listed({"litellm_settings": {"callbacks": ["x", "prometheus"]}})
     assert multiproc.prometheus_callback_listed({"litellm_settings": {"success_callback": "prometheus"}})
