@@ -205,7 +205,7 @@ def test_exposition_parses_and_follows_litellm_metrics_auth(single) -> None:
                    "litellm_plugins_writer_oldest_unflushed_seconds", "litellm_plugins_credits_held_units",
                    "litellm_plugins_health_circuit_state", "litellm_plugins_writer_flush_seconds"):
         assert family in names, family
-    assert "account" not in r.text  # no per-account labels unless opted in
+    assert 'account="' not in r.text and "litellm_plugins_account_" not in r.text  # unless opted in
     # LiteLLM's own /metrics is not mounted without its prometheus callback: one endpoint only
     assert httpx.get(single.url + "/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"},
                      timeout=30).status_code == 404
