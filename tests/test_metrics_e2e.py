@@ -157,7 +157,7 @@ def test_refusals_402_and_400_count_by_status(single, fake) -> None:
         - total(before, "litellm_plugins_credits_holds_total", result="refused") == 1
     assert total(after, "litellm_plugins_guard_refusals_total", status="400") \
         - total(before, "litellm_plugins_guard_refusals_total", status="400") == 1
-    assert fake.provider.calls == []  # neither reached a provider
+    assert fake.provider.calls_to(path_suffix="/chat/completions") == []  # neither reached a provider
 
 
 def test_fallback_is_counted_as_served_by_the_fallback(single, fake, upstream) -> None:
