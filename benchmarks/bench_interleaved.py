@@ -160,7 +160,8 @@ def table_row(mode: str, r: dict) -> str:
 
 async def main_async(args: argparse.Namespace, chosen: set[str]) -> int:
     rows = []
-    async with two_proxies(chosen, args.workers, args.model, args.overrides) as (variants, served, _workdir):
+    async with two_proxies(chosen, args.workers, args.model, args.overrides,
+                           args.base) as (variants, served, _workdir):
         for mode in args.modes.split(","):
             result = await run_mode(variants, mode == "stream", args.requests, args.burst)
             rows.append((mode, result))
@@ -190,9 +191,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the raw latencies here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="a setting of the plugins proxy, e.g. credits.lease_requests=0 (repeatable)")
+    parser.add_argument("--base-plugins", help="baseline = a plugins proxy with these capabilities instead of "
+                                               "the bare proxy, e.g. all but metrics: guard,routing,byok,credits,health")
     args = parser.parse_args()
     try:
         args.overrides = overrides_of(args.set)
+        args.base = chosen_of(args.base_plugins) if args.base_plugins else None
         chosen = chosen_of(args.plugins)
     except ValueError as exc:
         parser.error(str(exc))

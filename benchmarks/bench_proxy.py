@@ -40,7 +40,7 @@ from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import KeyFile, ProxyProcess, deep_merge, test_config  # noqa: E402
 from tests.support.services import REDIS_URL, redis_prefix, throwaway_database  # noqa: E402
 
-CAPABILITIES = ("guard", "routing", "byok", "credits", "health")
+CAPABILITIES = ("guard", "routing", "byok", "credits", "health", "metrics")
 BENCH_KEY = "sk-bench-user-0001"
 LUA = """
 wrk.method = "POST"
@@ -125,9 +125,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="a setting of the plugins proxy, e.g. credits.lease_requests=0 (repeatable)")
+    parser.add_argument("--base-plugins", help="baseline = a plugins proxy with these capabilities instead of "
+                                               "the bare proxy, e.g. all but metrics: guard,routing,byok,credits,health")
     args = parser.parse_args()
     try:
         args.overrides = overrides_of(args.set)
+        args.base = chosen_of(args.base_plugins) if args.base_plugins else None
     except ValueError as exc:
         parser.error(str(exc))
     if shutil.which("wrk") is None:
@@ -154,9 +157,14 @@ def proxy_env(workdir: Path, dsn: str, byok: bool) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overrides: dict | None = None
+async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overrides: dict | None = None,
+                      base: set[str] | None = None
                       ) -> AsyncIterator[tuple[dict[str, tuple[ProxyProcess, str]], str, Path]]:
     """The fake provider, a throwaway database and Redis prefix, and the two proxies under test.
+
+    ``base`` (``--base-plugins``): the baseline is not the bare proxy but a plugins proxy with these
+    capabilities (e.g. everything but ``metrics``, to price one capability in the same run); it is
+    still reported as "bare".
 
     Yields ``({"bare": (proxy, model), "plugins": (proxy, model)}, served group, workdir)``: the
     plugins proxy is asked for ``model`` (``auto``: ``eco`` when routing is on), the bare proxy for
@@ -170,14 +178,19 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overr
     try:
         async with throwaway_database("lp_bench") as dsn, redis_prefix() as prefix:
             fake_url = f"http://127.0.0.1:{fake_port}/v1"
-            env = proxy_env(workdir, dsn, byok="byok" in chosen)
-            bare_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
-                                                                  **plugin_settings(set())}})
-            bare_cfg["litellm_settings"]["callbacks"] = []
+            env = proxy_env(workdir, dsn, byok="byok" in chosen or "byok" in (base or ()))
+            if base is None:
+                bare_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
+                                                                      **plugin_settings(set())}})
+                bare_cfg["litellm_settings"]["callbacks"] = []
+            else:
+                bare_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
+                                                                      **deep_merge(plugin_settings(base),
+                                                                                   overrides or {})}})
             plug_cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix,
                                                                   **deep_merge(plugin_settings(chosen),
                                                                            overrides or {})}})
-            bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=workers, plugins=False)
+            bare = ProxyProcess(bare_cfg, workdir, env, name="bare", num_workers=workers, plugins=base is not None)
             plug = ProxyProcess(plug_cfg, workdir, env, name="plugins", num_workers=workers)
             for proxy in (bare, plug):  # registered before start: a failed start is still cleaned up
                 proxies.append(proxy)
@@ -192,7 +205,8 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overr
             served = probe.headers.get("x-litellm-plugins-model-group", model)
             print(f"plugins proxy: model={model!r} served by group {served!r}; bare proxy: model={served!r}",
                   flush=True)
-            yield {"bare": (bare, served), "plugins": (plug, model)}, served, workdir
+            bare_model = model if base is not None and "routing" in base else served
+            yield {"bare": (bare, bare_model), "plugins": (plug, model)}, served, workdir
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -201,7 +215,8 @@ async def two_proxies(chosen: set[str], workers: int, model: str = "auto", overr
 
 
 async def bench(args: argparse.Namespace, chosen: set[str]) -> int:
-    async with two_proxies(chosen, args.workers, args.model, args.overrides) as (variants, served, workdir):
+    async with two_proxies(chosen, args.workers, args.model, args.overrides,
+                           args.base) as (variants, served, workdir):
         cells = [(c, m) for c in map(int, args.clients.split(",")) for m in args.modes.split(",")]
         results: dict[str, dict[str, list[dict[str, float]]]] = {"bare": {}, "plugins": {}}
         for name, (proxy, m) in variants.items():  # warm-up, not recorded

@@ -55,8 +55,9 @@ def test_shipped_proxy_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     settings, config = load_settings(ROOT / "proxy_config.yaml")
     assert config["general_settings"]["always_include_stream_usage"] is True
     callbacks = config["litellm_settings"]["callbacks"]
-    for capability in ("routing", "byok", "credits", "health"):
+    for capability in ("routing", "byok", "credits", "health", "metrics"):
         assert f"litellm_plugins.{capability}.{capability}_hook" in callbacks
+    assert settings.metrics.enabled is True
 
 
 def test_config_file_errors_are_clear(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ def sdk(proxy, key: str) -> openai.OpenAI:
 def test_every_capability_is_enabled_in_the_shipped_config(stack) -> None:
     with stack.client() as http:
         settings = http.get("/plugins/settings").json()
-    assert {cap: settings[cap]["enabled"] for cap in ("routing", "byok", "credits", "health")} == \
-        {"routing": True, "byok": True, "credits": True, "health": True}
+    assert {cap: settings[cap]["enabled"] for cap in ("routing", "byok", "credits", "health", "metrics")} == \
+        {"routing": True, "byok": True, "credits": True, "health": True, "metrics": True}
 
 
 def test_demo_model_with_master_key_plain_and_streamed(stack) -> None:

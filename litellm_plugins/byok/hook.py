@@ -37,6 +37,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
 
 from litellm_plugins.byok import store
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.byok.crypto import Cipher, mask
 from litellm_plugins.byok.providers import configured_providers, group_providers, provider_of
 from litellm_plugins.byok.store import KeyCache, StoredKey
@@ -448,6 +449,7 @@ class ByokHook(CustomLogger):
         ctx["byok_provider"] = provider
         ctx["byok_policy"] = key.policy
         v.note_use(account, provider)
+        metrics.byok_injected(provider)
         return kwargs
 
     async def async_post_call_success_deployment_hook(self, request_data: dict, response: Any,
@@ -500,8 +502,11 @@ class ByokHook(CustomLogger):
             _scrub(kwargs, None)
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        if _vault is not None and isinstance(kwargs, dict) and _ctx_of_logging(kwargs).get("byok_used"):
-            _scrub(kwargs, None)
+        if _vault is not None and isinstance(kwargs, dict):
+            ctx = _ctx_of_logging(kwargs)
+            if ctx.get("byok_used"):
+                _scrub(kwargs, None)
+                metrics.byok_failed(ctx.get("byok_provider"))
 
 
 def _str(value: object) -> str | None:

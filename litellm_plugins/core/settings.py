@@ -21,6 +21,7 @@ from litellm_plugins.core.identity import DEFAULT_ORDER, AccountSource
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.guard.settings import GuardSettings
 from litellm_plugins.health.settings import HealthSettings
+from litellm_plugins.metrics.settings import MetricsSettings
 from litellm_plugins.routing.settings import RoutingSettings
 
 __all__ = ["PluginSettings", "SettingsError", "StrictModel", "load_settings", "parse_settings"]
@@ -60,6 +61,7 @@ class PluginSettings(StrictModel):
     byok: ByokSettings = ByokSettings()
     health: HealthSettings = HealthSettings()
     console: ConsoleSettings = ConsoleSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 def resolve_env(value: Any, path: str = SECTION) -> Any:
@@ -81,7 +83,7 @@ def resolve_env(value: Any, path: str = SECTION) -> Any:
     return value
 
 
-CAPABILITY_SECTIONS = ("guard", "routing", "byok", "credits", "health")
+CAPABILITY_SECTIONS = ("guard", "routing", "byok", "credits", "health", "metrics")
 
 
 def _resolve_section(section: dict[str, Any]) -> dict[str, Any]:

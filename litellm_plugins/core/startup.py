@@ -28,8 +28,9 @@ from litellm_plugins.core.versions import UnsupportedLiteLLM, check_litellm
 log = logging.getLogger("litellm_plugins")
 
 # Each capability is independent; the guard starts first so its middleware is in place before the
-# others mount anything, and its hook must come first in `callbacks` (check_callbacks).
-CAPABILITIES = ("guard", "health", "routing", "byok", "credits")
+# others mount anything, and its hook must come first in `callbacks` (check_callbacks). Metrics
+# starts next: the others count through it from their own start on.
+CAPABILITIES = ("guard", "metrics", "health", "routing", "byok", "credits")
 
 
 EXIT_STARTUP_REFUSED = 3

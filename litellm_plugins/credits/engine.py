@@ -34,6 +34,7 @@ from litellm_plugins.credits.pricing import build_price_table, request_groups, w
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
 from litellm_plugins.credits.writer import Writer
+from litellm_plugins.metrics import record as metrics
 
 log = logging.getLogger("litellm_plugins.credits")
 
@@ -115,11 +116,13 @@ class Engine:
         ctx["hold"] = hold
         if ctx.get("byok_policy") == "only" and ctx.get("byok_provider"):
             hold["byok"] = True
+            metrics.hold("byok")
             return
         amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
         leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
         if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
             self._placed(hold, data, amount, leased_balance, ctx, caller)
+            metrics.hold("leased")
             return
         lease_args, generation = self.leases.exact_args(account, amount)
         sent_at = time.monotonic()
@@ -138,12 +141,15 @@ class Engine:
                 log.warning("credits: Redis unavailable (%s); serving without a hold", type(exc).__name__)
                 hold["unheld"] = True
                 hold.pop("rejected", None)
+                metrics.hold("unheld")
                 return
             hold["rejected"] = True
+            metrics.hold("unavailable")
             service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
         finally:
             self.leases.answered(account, lease_args)
         self.leases.after_exact(account, lease_args, generation, granted, balance, sent_at)
+        metrics.hold("placed" if status == 1 else "refused", time.monotonic() - sent_at)
         if status != 1:
             hold["rejected"] = True
             available = max(balance - held, 0)
@@ -414,6 +420,7 @@ class Engine:
             for hold_id, account in await store.expire_old(conn, ttl):
                 await self.cache.release(account, hold_id)
                 report["expired"] += 1
+            metrics.reconciled("expired", report["expired"])
             # Redis holds whose Postgres hold is closed (or never written and older than the TTL).
             redis = self.rt.redis
             async for key in redis.scan_iter(match=self.cache.holds_key("*"), count=500):
@@ -438,6 +445,7 @@ class Engine:
                     if (st is not None and st != "pending") or (st is None and hid not in local and now - ts > ttl):
                         await self.cache.release(account, hid)
                         report["released"] += 1
+                        metrics.reconciled("released", 1)
             batch: list[str] = []
             async for key in redis.scan_iter(match=self.cache.acct_key("*"), count=500):
                 batch.append(self.cache.account_from_acct_key(key))

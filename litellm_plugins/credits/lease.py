@@ -38,6 +38,7 @@ import uuid
 from dataclasses import dataclass
 
 from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.metrics import record as metrics
 
 log = logging.getLogger("litellm_plugins.credits")
 
@@ -133,12 +134,14 @@ class Leases:
             self.by_account[account] = Lease(args[1], granted, granted, sent_at + self.seconds, generation,
                                              balance)
             self.stats["granted"] += 1
+            metrics.lease("granted")
 
     def _carved(self, account: str, lease: Lease, reply: object) -> None:
         if isinstance(reply, list) and len(reply) == 3:
             status, balance, held = (int(x) for x in reply)
             if status == 0:  # the lease was gone: stop using it
                 self.stats["lost"] += 1
+                metrics.lease("lost")
                 self._give_back(account, lease)
                 return
             if balance or held:
@@ -155,6 +158,7 @@ class Leases:
         lease.remaining = 0
         if self.cache.send_release(account, lease.field):
             self.stats["returned"] += 1
+            metrics.lease("returned")
         else:  # the send-only connection is down: the next tick gives it back through redis-py
             self._unsent.append((account, lease.field))
 
@@ -187,6 +191,7 @@ class Leases:
                 return
             self._unsent.pop(0)
             self.stats["returned"] += 1
+            metrics.lease("returned")
 
     async def close(self) -> None:
         """Shutdown: give every lease back (awaited, so it is done before the worker exits)."""

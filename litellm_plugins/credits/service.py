@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from litellm_plugins.credits import store
 from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.credits.money import credits_to_units, fmt
 from litellm_plugins.credits.settings import CreditsSettings
 
@@ -72,6 +73,8 @@ async def grant(pool: asyncpg.Pool, cache: CreditCache | None, settings: Credits
         # a concurrent grant with the same key won: loop to read and return its result
     else:  # pragma: no cover
         raise RuntimeError("grant did not converge")
+    if not result.replayed:
+        metrics.granted(int(result.amount))
     if cache is not None and result.version is not None:
         try:
             await cache.release(account, "", result.balance_after, result.version)

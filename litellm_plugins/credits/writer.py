@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from litellm_plugins.credits import store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.spool import Spool
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.usage import store as usage_store
 
 log = logging.getLogger("litellm_plugins.credits.writer")
@@ -64,9 +65,15 @@ class Writer:
         self._lock = asyncio.Lock()
         self._last_replay = 0.0
         self.stats = {"flushed": 0, "spooled": 0, "replayed": 0}
+        # For litellm_plugins_writer_oldest_unflushed_seconds (sampled by metrics/hook.py).
+        self.queued_since: float | None = None  # wall time the queue last went from empty to non-empty
+        self.spooled_since: float | None = None  # first record spooled since the spool was last empty
 
     # ---- request / callback side (synchronous, no I/O) ------------------------------------------
     def put(self, record: dict[str, Any]) -> None:
+        if not self.queue:
+            self.queued_since = time.time()
+        metrics.queued(record)
         if record["op"] == "hold":
             self.unflushed[record["account"]][record["id"]] = (int(record["amount"]), int(record["ts"]))
         self.queue.append(record)
@@ -141,12 +148,15 @@ class Writer:
                 self._last_replay = now
                 await self._replay_locked()
             pending, self.queue = self.queue, []
+            started = time.perf_counter()
             for start in range(0, len(pending), self.batch_size):
                 try:
                     await self._write(pending[start:start + self.batch_size])
                 except BaseException:  # cancelled mid-write (shutdown): this batch and the rest stay queued
                     self.queue[:0] = pending[start:]
                     raise
+            if pending:
+                metrics.flushed(time.perf_counter() - started)
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         if self.pg_down:
@@ -155,6 +165,7 @@ class Writer:
         try:
             await self._apply(batch)
             self.stats["flushed"] += len(batch)
+            metrics.written("flushed", len(batch))
         except store.UNAVAILABLE as exc:
             log.warning("Postgres unavailable (%s): spooling %d records", type(exc).__name__, len(batch))
             self.pg_down = True
@@ -163,6 +174,7 @@ class Writer:
             log.exception("credits writer: batch failed; spooled for retry")
             await asyncio.to_thread(self.spool.append, batch)
             self.stats["spooled"] += len(batch)
+            self._spooled(len(batch))
 
     async def replay(self) -> None:
         async with self._lock:
@@ -188,6 +200,7 @@ class Writer:
                     await self._apply(records[i:i + self.batch_size])
                 done = True
                 self.stats["replayed"] += len(records)
+                metrics.written("replayed", len(records))
             except store.UNAVAILABLE:
                 self.pg_down = True
             except Exception:  # noqa: BLE001 - keep the file, try again at the next replay
@@ -197,9 +210,15 @@ class Writer:
             if not done:
                 return
 
+    def _spooled(self, count: int) -> None:
+        if self.spooled_since is None:
+            self.spooled_since = time.time()
+        metrics.written("spooled", count)
+
     async def _to_spool(self, batch: list[dict[str, Any]]) -> None:
         await asyncio.to_thread(self.spool.append, batch)
         self.stats["spooled"] += len(batch)
+        self._spooled(len(batch))
         try:
             for rec in batch:
                 if rec["op"] == "settle":
@@ -263,6 +282,7 @@ class Writer:
         if fields:
             await self.cache.redis.hdel(key, *fields)
         self.stats["recovered"] = self.stats.get("recovered", 0) + recovered
+        metrics.written("recovered", recovered)
         return recovered
 
     async def stop(self) -> None:

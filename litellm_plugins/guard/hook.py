@@ -22,6 +22,7 @@ from litellm_plugins.core import runtime
 from litellm_plugins.core.errors import plugin_error
 from litellm_plugins.core.runtime import Runtime
 from litellm_plugins.guard import middleware
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.guard.check import CALL_KINDS, Limits, RequestRejected, check_request
 
 _limits: Limits | None = None
@@ -52,6 +53,7 @@ async def start(rt: Runtime) -> None:
 
 
 def _rejection(exc: RequestRejected) -> Exception:
+    metrics.guard_refused(exc.status)
     return plugin_error(exc.status, exc.message, "invalid_request_error", exc.param)
 
 

@@ -30,6 +30,7 @@ import orjson
 
 from litellm_plugins.core import llm_routes
 from litellm_plugins.core.llm_routes import ASGIApp, Message, Receive, Scope, Send
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.guard.check import CHAT, EMBEDDINGS, RESPONSES, TEXT, Limits, RequestRejected, check_request
 
 # What LiteLLM is handed instead of a refused body: the least it parses without failing before the
@@ -80,6 +81,7 @@ def _is_json(scope: Scope) -> bool:
 
 
 async def _too_large(send: Send, limit: int) -> None:
+    metrics.guard_refused(413)
     body = _too_large_body(limit)
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

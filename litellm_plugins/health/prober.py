@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from litellm_plugins.health import store
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.health.circuit import effective_state, now_ms
 from litellm_plugins.health.deployments import Deployment
 from litellm_plugins.health.service import HealthService
@@ -175,6 +176,8 @@ class Prober:
         at = now_ms()
         rows = []
         for group, result in zip(groups, results):
+            metrics.probe(group[0].provider, group[0].model_group, result.ok,
+                          None if result.latency_ms is None else result.latency_ms / 1000)
             for d in group:
                 await self.service.circuits.record_probe(d.model_id, result.ok, result.latency_ms,
                                                          result.error or "", at)

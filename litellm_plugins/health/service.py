@@ -19,6 +19,7 @@ from litellm_plugins.health import deployments as catalog
 from litellm_plugins.health import store, view
 from litellm_plugins.health.circuit import Circuits, Transition, blocked_sets, effective_state, is_up, now_ms
 from litellm_plugins.health.settings import HealthSettings
+from litellm_plugins.metrics import record as metrics
 
 log = logging.getLogger("litellm_plugins.health")
 
@@ -147,6 +148,11 @@ class HealthService:
         open_ids, forced_down = blocked_sets(ids, rows, int(self.settings.cooldown_s * 1000), now_ms())
         view.publish(open_ids, forced_down)
         self.last_refresh_ok = time.monotonic()
+        if metrics.active() is not None:
+            for model_id, (state, _, forced) in zip(ids, rows):
+                d = self.deployments.get(model_id)
+                metrics.circuit(model_id, d.model_group if d else None, d.provider if d else None,
+                                effective_state((state or b"closed").decode(), (forced or b"").decode()))
 
     async def restore_overrides(self) -> int:
         """Operator overrides live in Redis for routing but are decided in Postgres (``health_audit``):

@@ -20,6 +20,7 @@ from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 from litellm_plugins.core import catalog, context
 from litellm_plugins.core.errors import bad_request
 from litellm_plugins.core.identity import Caller, account_id
+from litellm_plugins.metrics import record as metrics
 from litellm_plugins.routing import availability
 from litellm_plugins.routing.capabilities import NO_NEEDS, needs_of
 from litellm_plugins.routing.policy import BYOK_ONLY, Decision, Policy
@@ -237,6 +238,9 @@ class RoutingHook(CustomLogger):
         ctx["degraded"] = decision.degraded
         if decision.escalated:
             ctx["escalated"] = True
+            metrics.escalated(decision.requested_level, decision.level)
+        if decision.degraded:
+            metrics.degraded(decision.requested_level, decision.level)
         return data
 
     @staticmethod
