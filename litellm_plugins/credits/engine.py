@@ -163,8 +163,8 @@ class Engine:
                              "account": hold["account"], "amount": amount, "ts": hold["t0"]})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
-        ctx = (data.get("metadata") or {}).get(context.CONTEXT_KEY)
-        if not isinstance(ctx, context.RequestContext):  # only a context our pre-call hook created
+        ctx = context.find(data)
+        if ctx is None:  # only a context our pre-call hook created
             return None
         hold = ctx.get("hold")
         if not isinstance(hold, dict) or hold.get("rejected"):
@@ -200,7 +200,7 @@ class Engine:
         if hold.get("unheld") or not hold.get("account"):
             return
         usage = getattr(response, "usage", None)
-        meta = data.get("metadata") or {}
+        meta = context.litellm_metadata(data) or {}
         # No "model_group" from data["model"]: after a fallback that is still the first group tried;
         # usage_row names the group that served from the deployment id (hidden params: the final attempt).
         slo = {"metadata": meta, "response_cost": cost,
