@@ -205,8 +205,8 @@ class Engine:
         # usage_row names the group that served from the deployment id (hidden params: the final attempt).
         slo = {"metadata": meta, "response_cost": cost,
                "model_id": hidden.get("model_id"), "custom_llm_provider": hidden.get("custom_llm_provider"),
-               "prompt_tokens": getattr(usage, "prompt_tokens", 0), "stream": False,
-               "completion_tokens": getattr(usage, "completion_tokens", 0)}
+               "prompt_tokens": _tokens(usage, "prompt_tokens", "input_tokens"), "stream": False,
+               "completion_tokens": _tokens(usage, "completion_tokens", "output_tokens")}
         call_id = data.get("litellm_call_id") or hold["id"]
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
@@ -475,6 +475,16 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
         "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
         "first_choice_group": first,
     }
+
+
+def _tokens(usage: Any, *names: str) -> int:
+    """A token count of a response's usage, by the first of ``names`` it has: chat's
+    ``prompt_tokens`` / ``completion_tokens``, the Responses API's ``input_tokens`` / ``output_tokens``."""
+    for name in names:
+        value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None,
     Anthropic's ``/v1/messages`` too): ``("anthropic/",)`` sends those deployments through LiteLLM's
     Anthropic translation, ``api_base`` the fake's root (LiteLLM appends ``/v1/messages``).
 
-    """``platform_keys=False`` mirrors a fresh machine: every ``os.environ/`` reference of the shipped
+    ``platform_keys=False`` mirrors a fresh machine: every ``os.environ/`` reference of the shipped
     ``model_list`` stays as shipped (unset in the proxy's environment: provider keys are stripped,
     ``VLLM_API_BASE`` / ``OLLAMA_API_BASE`` are not set); deployments with a key reference still
     point at the fake, so a BYOK caller's call reaches it."""
