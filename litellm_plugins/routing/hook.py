@@ -285,6 +285,20 @@ class RoutingHook(CustomLogger):
             log.exception("routing: credit check for degrade_when_low_credits failed; not degrading")
         return decision
 
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict | None:
+        """Remember the deployment of the latest attempt of a routed request (two dict reads).
+
+        The headers hook names the group that served from the response's hidden params; an
+        Anthropic Messages response is a plain dict whose hidden params LiteLLM removes before that
+        hook runs, so there the latest attempt -- the one that answered -- says it.
+        """
+        ctx = context.find(kwargs)
+        if ctx is not None and "power_level" in ctx:
+            info = kwargs.get("model_info")
+            if isinstance(info, dict) and info.get("id") is not None:
+                ctx["attempt_model_id"] = info["id"]
+        return None
+
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth,
                                                     response: object, request_headers: dict | None = None,
                                                     litellm_call_info: dict | None = None) -> dict | None:
@@ -299,6 +313,8 @@ class RoutingHook(CustomLogger):
         if model_id is None:
             hidden = getattr(response, "_hidden_params", None) or {}
             model_id = hidden.get("model_id") if isinstance(hidden, dict) else None
+        if model_id is None:
+            model_id = ctx.get("attempt_model_id")
         if model_id is not None:
             snap = availability.snapshot()
             if snap is not None:
