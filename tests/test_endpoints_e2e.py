@@ -311,13 +311,13 @@ async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoi
     key, account = user(keys)
     fake.provider.fail(503)  # every provider, every attempt
     with proxy.client(key) as c:
-        text = {"input": "fails"} if endpoint == "responses" else {"messages": [{"role": "user", "content": "x"}],
+        text = {"input": "fails", "max_output_tokens": 100} if endpoint == "responses" else {"messages": [{"role": "user", "content": "x"}],
                                                                    "max_tokens": 32}
         r = c.post(f"/v1/{endpoint}", json={"model": "claude-sonnet-4", **text})
     assert r.status_code >= 500, r.text
     if endpoint == "messages":
         assert r.json()["type"] == "error"
-    assert fake.provider.calls  # it did reach the provider
+    assert fake.provider.calls, r.text  # it did reach the provider
     rows = await wait_rows(module_database, "SELECT kind, delta FROM credit_ledger WHERE account = $1 AND kind = 'void'",
                            account, count=1)
     assert [r["delta"] for r in rows] == [0]
