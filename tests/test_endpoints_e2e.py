@@ -306,6 +306,22 @@ async def test_402_before_the_provider_and_nothing_held(proxy, keys, fake, modul
     assert info.value.status_code == 402
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_repeated_402s_leave_the_deployment_healthy(proxy, keys, fake, path) -> None:  # noqa: ANN001
+    """LiteLLM logs a hook's refusal as a failure of the routed deployment: health must not count it
+    (before the fix, five 402s opened claude-3.7-sonnet's circuit and the next caller got a 503)."""
+    key, _ = user(keys)
+    limit = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
+    text = {"input": "x"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "x"}]}
+    with proxy.client(key) as c:
+        for _ in range(7):
+            r = c.post(path, json={"model": "claude-3.7-sonnet", **text, limit: 60000})
+            assert r.status_code == 402, r.text
+        r = c.post(path, json={"model": "claude-3.7-sonnet", **text, limit: 10})
+        assert r.status_code == 200, r.text
+        assert fake.provider.calls_to(UPSTREAM["claude-3.7-sonnet"])
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoint) -> None:  # noqa: ANN001
     key, account = user(keys)
