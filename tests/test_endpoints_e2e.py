@@ -47,6 +47,7 @@ STARTING = 50  # credits per new account: a precision call with a large output l
 HDR_GROUP = "x-litellm-plugins-model-group"
 HDR_LEVEL = "x-litellm-plugins-power-level"
 ENDPOINTS = ("responses", "messages")
+CHARGED_HEADERS: list[tuple[str, bool, bool]] = []  # (endpoint, stream, charged header sent)
 IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
@@ -173,6 +174,7 @@ async def test_levels_route_charge_exactly_and_log_usage(proxy, keys, fake, modu
     assert held >= want
     if "x-litellm-plugins-credits-charged" in headers:
         assert units_of(headers["x-litellm-plugins-credits-charged"]) == want
+    CHARGED_HEADERS.append((endpoint, stream, "x-litellm-plugins-credits-charged" in headers))
     [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
     assert (row["status"], row["power_level"], row["model_group"], row["stream"], row["byok"]) == (
         "success", level, group, stream, False)
