@@ -405,6 +405,25 @@ async def test_byok_isolation_in_100_interleaved_calls(proxy, keys, fake, module
     assert units_of(balance(proxy, alice)["balance"]) == STARTING * 1_000_000
 
 
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_byok_prefer_falls_back_to_the_platform_key(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    """A `prefer` key the provider refuses: the same group is retried once with the platform key
+    (charged), as on chat; the caller's key is tried first."""
+    key, _ = user(keys)
+    provider, level = ("openai", "balanced") if endpoint == "responses" else ("anthropic", "precision")
+    secret = f"sk-carol-{provider}-{uuid.uuid4().hex}"
+    with proxy.client(key) as c:
+        r = c.post("/plugins/byok/keys", json={"provider": provider, "key": secret, "policy": "prefer"})
+        assert r.status_code == 200, r.text
+    fake.provider.rejected_keys.add(secret)
+    tag = f"prefer-{uuid.uuid4().hex[:8]}"
+    headers, text = call(proxy, key, endpoint, level, tag)
+    assert text and headers["x-litellm-plugins-byok"] == "false"
+    assert headers[HDR_GROUP] == FIRST[level]
+    assert [(c.authorization, c.status) for c in upstream_calls(fake, tag)] == [
+        (f"Bearer {secret}", 401), (f"Bearer sk-platform-{provider}", 200)]
+
+
 # ---- more of each API -----------------------------------------------------------------------------
 
 def test_responses_previous_response_id_and_tools(proxy, keys, fake) -> None:  # noqa: ANN001

@@ -50,7 +50,7 @@ log = logging.getLogger("litellm_plugins.byok")
 # Extra key on our same-group fallback entry; popped in the per-attempt hook before the call.
 FALLBACK_MARKER = "litellm_plugins_byok_fallback"
 FALLBACK_CALL_TYPES = frozenset({"completion", "acompletion", "text_completion", "atext_completion",
-                                 "embeddings", "aembedding"})
+                                 "embeddings", "aembedding", "aresponses", "responses", "anthropic_messages"})
 INVALIDATION_CHANNEL = "byok:invalidate"
 ACCOUNTS_SET = "byok:accounts"  # accounts holding at least one key: lets a Postgres outage spare the rest
 ALL_ACCOUNTS = "*"
