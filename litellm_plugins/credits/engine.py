@@ -172,11 +172,10 @@ class Engine:
         headers = {HEADER_HELD: fmt(hold["amount"]) or "0"}
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
-        if cost is None and isinstance(response, dict):
-            # Anthropic Messages answers a plain dict, whose hidden params LiteLLM drops before this
-            # hook: the cost its logging object already holds, if it does (never computed here).
-            hidden = _dict_response_facts(data, ctx)
-            cost = hidden.get("response_cost")
+        # A non-streamed /v1/messages answer is a plain dict whose hidden params LiteLLM drops before
+        # this hook (docs/litellm.md fact 28): no cost here, so no charged header, as for a stream;
+        # the success callback settles it. Recomputing the cost here would put LiteLLM's cost
+        # calculation a second time on the request path.
         balance = hold.get("balance")
         if cost is not None and not data.get("stream"):
             charged = 0 if ctx.get("byok_used") else charge_units(
@@ -480,23 +479,6 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
         "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
         "first_choice_group": first,
     }
-
-
-def _dict_response_facts(data: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """``response_cost`` and ``model_id`` of a non-streamed dict response (``/v1/messages``) from the
-    request's LiteLLM logging object, as far as it has them when the response headers are built."""
-    logging_obj = data.get("litellm_logging_obj")
-    details = getattr(logging_obj, "model_call_details", None)
-    if not isinstance(details, dict):
-        return {}
-    cost = details.get("response_cost")
-    if not isinstance(cost, int | float) or isinstance(cost, bool):
-        return {}
-    params = details.get("litellm_params") or {}
-    info = params.get("model_info") if isinstance(params, dict) else None
-    model_id = (info.get("id") if isinstance(info, dict) else None) or ctx.get("attempt_model_id")
-    return {"response_cost": cost, "model_id": model_id,
-            "custom_llm_provider": details.get("custom_llm_provider")}
 
 
 def _tokens(usage: Any, *names: str) -> int:
