@@ -350,7 +350,8 @@ async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoi
 
 async def test_byok_isolation_in_100_interleaved_calls(proxy, keys, fake, module_database) -> None:  # noqa: ANN001
     """Alice holds her own OpenAI and Anthropic keys (policy only); Bob holds none. 100 calls, 8 at a
-    time, alternating caller and endpoint: the provider sees Alice's key on Alice's calls only."""
+    time, alternating caller and endpoint, half streamed: the provider sees Alice's key on Alice's
+    calls only."""
     alice, alice_account = user(keys)
     bob, bob_account = user(keys)
     secrets = {p: f"sk-alice-{p}-{uuid.uuid4().hex}" for p in ("openai", "anthropic")}
@@ -371,12 +372,16 @@ async def test_byok_isolation_in_100_interleaved_calls(proxy, keys, fake, module
         tag = f"run={run} caller={who} n={n}"
         oc, ac = clients[who]
         async with semaphore:
+            stream = (n // 4) % 2 == 1  # half the calls streamed
             try:
                 if (n // 2) % 2 == 0:  # /v1/responses, balanced -> gpt-4o-mini (openai)
-                    await oc.responses.create(model="balanced", input=tag, stream=False)
+                    result = await oc.responses.create(model="balanced", input=tag, max_output_tokens=50,
+                                                       stream=stream)
                 else:  # /v1/messages, precision -> claude-sonnet-4 (anthropic, x-api-key)
-                    await ac.messages.create(model="precision", max_tokens=32,
-                                             messages=[{"role": "user", "content": tag}])
+                    result = await ac.messages.create(model="precision", max_tokens=32, stream=stream,
+                                                      messages=[{"role": "user", "content": tag}])
+                if stream:
+                    assert [event async for event in result]
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"{tag}: {exc!r}"[:300])
 

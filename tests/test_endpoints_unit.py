@@ -76,3 +76,10 @@ def test_context_lives_where_litellm_keeps_its_metadata() -> None:
     # Logging kwargs: LiteLLM's litellm_params.metadata, or litellm_metadata on these routes.
     logged = {"litellm_params": {"metadata": {"client": 1}, "litellm_metadata": {context.CONTEXT_KEY: ctx}}}
     assert context.from_logging(logged) is ctx
+
+
+def test_embeddings_hold_the_input_only() -> None:
+    price = GroupPrice(Decimal("0.000001"), Decimal("0.000002"), 8192)
+    data = {"input": "x" * 300}
+    assert worst_case_usd(price, data, 3.0, 4096, input_only=True) == Decimal("0.000001") * 108
+    assert worst_case_usd(price, data, 3.0, 4096) > Decimal("0.000001") * 108

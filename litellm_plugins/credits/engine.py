@@ -30,7 +30,7 @@ from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
-from litellm_plugins.credits.pricing import build_price_table, request_groups, worst_case_usd
+from litellm_plugins.credits.pricing import INPUT_ONLY_CALLS, build_price_table, request_groups, worst_case_usd
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
 from litellm_plugins.credits.writer import Writer
@@ -67,9 +67,10 @@ class Engine:
                 return str(tier)
         return str(ctx.get("tier") or self.settings.default_tier)
 
-    def worst_case_units(self, model_group: str, data: dict[str, Any], markup: Decimal) -> int:
+    def worst_case_units(self, model_group: str, data: dict[str, Any], markup: Decimal,
+                         input_only: bool = False) -> int:
         usd = worst_case_usd(self.prices.get(model_group), data, self.settings.prompt_bytes_per_token,
-                             self.settings.default_max_output_tokens)
+                             self.settings.default_max_output_tokens, input_only)
         return hold_units(usd, self.settings.credits_per_usd, markup)
 
     async def ensure_cached(self, account: str) -> None:
@@ -116,7 +117,8 @@ class Engine:
         if ctx.get("byok_policy") == "only" and ctx.get("byok_provider"):
             hold["byok"] = True
             return
-        amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
+        input_only = str(call_type) in INPUT_ONLY_CALLS
+        amount = max(self.worst_case_units(group, data, markup, input_only) for group in request_groups(data))
         leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
         if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
             self._placed(hold, data, amount, leased_balance, ctx, caller)

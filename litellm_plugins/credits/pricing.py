@@ -211,11 +211,18 @@ def request_groups(data: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(groups))
 
 
+# Calls that produce no output tokens: their hold is the input only (an embedding deployment priced
+# with an output price would otherwise hold default_max_output_tokens of it).
+INPUT_ONLY_CALLS = frozenset({"aembedding", "embedding", "embeddings"})
+
+
 def worst_case_usd(price: GroupPrice | None, data: dict[str, Any], bytes_per_token: float,
-                   default_max_output: int) -> Decimal:
+                   default_max_output: int, input_only: bool = False) -> Decimal:
     if price is None:
         return Decimal(0)
     prompt = estimate_prompt_tokens(data, bytes_per_token)
+    if input_only:
+        return prompt * price.at(prompt)[0]
     output = requested_output_tokens(data) or price.max_output_tokens or default_max_output
     inp, out = price.at(prompt)
     if price.audio_output_per_token and wants_audio(data):
