@@ -325,14 +325,15 @@ def test_repeated_402s_leave_the_deployment_healthy(proxy, keys, fake, path) -> 
         assert fake.provider.calls_to(UPSTREAM["claude-3.7-sonnet"])
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoint) -> None:  # noqa: ANN001
+async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoint, stream) -> None:  # noqa: ANN001
     key, account = user(keys)
     fake.provider.fail(503)  # every provider, every attempt
     with proxy.client(key) as c:
-        text = {"input": "fails", "max_output_tokens": 100} if endpoint == "responses" else {"messages": [{"role": "user", "content": "x"}],
-                                                                   "max_tokens": 32}
-        r = c.post(f"/v1/{endpoint}", json={"model": "claude-sonnet-4", **text})
+        text = ({"input": "fails", "max_output_tokens": 100} if endpoint == "responses"
+                else {"messages": [{"role": "user", "content": "x"}], "max_tokens": 32})
+        r = c.post(f"/v1/{endpoint}", json={"model": "claude-sonnet-4", **text, "stream": stream})
     assert r.status_code >= 500, r.text
     if endpoint == "messages":
         assert r.json()["type"] == "error"
@@ -344,6 +345,29 @@ async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoi
         module_database, "SELECT kind FROM credit_ledger WHERE account = $1 ORDER BY id", account)]
     assert kinds == ["grant", "hold", "void"]
     assert units_of(balance(proxy, key)["balance"]) == STARTING * 1_000_000
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_client_leaving_a_stream_closes_the_hold_once(proxy, keys, fake, module_database, endpoint) -> None:  # noqa: ANN001
+    """The client reads one event and hangs up: the hold is closed exactly once (settled for what was
+    generated, or voided), never left open."""
+    key, account = user(keys)
+    fake.provider.chunk_delay = 0.3
+    text = ({"input": "leave early", "max_output_tokens": 100} if endpoint == "responses"
+            else {"messages": [{"role": "user", "content": "leave early"}], "max_tokens": 32})
+    with proxy.client(key) as c:
+        with c.stream("POST", f"/v1/{endpoint}", json={"model": "balanced", **text, "stream": True}) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+    rows = await wait_rows(module_database, "SELECT kind FROM credit_ledger WHERE account = $1 AND kind IN "
+                           "('settle', 'void')", account, count=1, timeout=20)
+    await asyncio.sleep(1.0)  # a second close would land by now
+    kinds = [r["kind"] for r in await db_fetch(
+        module_database, "SELECT kind FROM credit_ledger WHERE account = $1 ORDER BY id", account)]
+    assert kinds[:2] == ["grant", "hold"] and len(kinds) == 3 and kinds[2] in ("settle", "void"), kinds
+    assert rows
+    b = balance(proxy, key)
+    assert units_of(b["held"]) == 0
 
 
 # ---- BYOK -----------------------------------------------------------------------------------------
