@@ -105,14 +105,15 @@ def start_proxy(fake_server: FakeProviderServer, module_database: str, module_re
 
     def start(plugins: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
               name: str | None = None, num_workers: int = 1, wait: bool = True,
-              env: dict[str, str] | None = None, with_plugins: bool = True) -> ProxyProcess:
+              env: dict[str, str] | None = None, with_plugins: bool = True,
+              native_wire: tuple[str, ...] = ()) -> ProxyProcess:
         config_overrides = dict(overrides or {})
         if plugins:
             config_overrides["litellm_plugins"] = {**config_overrides.get("litellm_plugins", {}),
                                                   **plugins}
         config_overrides.setdefault("litellm_plugins", {})
         config_overrides["litellm_plugins"].setdefault("redis_key_prefix", module_redis_prefix)
-        config = test_config(fake_server.base_url, config_overrides)
+        config = test_config(fake_server.base_url, config_overrides, native_wire=native_wire)
         proxy_env = {
             "LITELLM_PLUGINS_DATABASE_URL": module_database,
             "LITELLM_PLUGINS_REDIS_URL": REDIS_URL,

@@ -181,7 +181,7 @@ def test_text_completion_routes_and_embeddings_pass_through(shipped, fake, upstr
         assert HDR_LEVEL not in r.headers
         assert fake.provider.calls[-1].model == upstream["text-embedding-3-small"]
         r = client.post("/v1/embeddings", json={"model": "eco", "input": "hi"})
-        assert r.status_code == 400 and "power levels apply to chat and text completions" in r.text
+        assert r.status_code == 400 and "power levels apply to /v1/chat/completions" in r.text
 
 
 def test_openai_sdk_with_eco_streamed_and_not(shipped, fake, upstream) -> None:

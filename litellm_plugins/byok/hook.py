@@ -42,7 +42,7 @@ from litellm_plugins.byok.crypto import Cipher, mask
 from litellm_plugins.byok.providers import configured_providers, group_providers, provider_of
 from litellm_plugins.byok.store import KeyCache, StoredKey
 from litellm_plugins.core import catalog
-from litellm_plugins.core.context import CONTEXT_KEY, for_request
+from litellm_plugins.core.context import CONTEXT_KEY, RequestContext, for_request, litellm_metadata
 from litellm_plugins.core.errors import service_unavailable
 from litellm_plugins.core.identity import account_id
 
@@ -51,7 +51,7 @@ log = logging.getLogger("litellm_plugins.byok")
 # Extra key on our same-group fallback entry; popped in the per-attempt hook before the call.
 FALLBACK_MARKER = "litellm_plugins_byok_fallback"
 FALLBACK_CALL_TYPES = frozenset({"completion", "acompletion", "text_completion", "atext_completion",
-                                 "embeddings", "aembedding"})
+                                 "embeddings", "aembedding", "aresponses", "responses", "anthropic_messages"})
 INVALIDATION_CHANNEL = "byok:invalidate"
 ACCOUNTS_SET = "byok:accounts"  # accounts holding at least one key: lets a Postgres outage spare the rest
 ALL_ACCOUNTS = "*"
@@ -402,11 +402,9 @@ class ByokHook(CustomLogger):
         if v is None:
             return None
         fallback_for = kwargs.pop(FALLBACK_MARKER, None)
-        metadata = kwargs.get("metadata")
-        if not isinstance(metadata, dict):
-            metadata = kwargs.get("litellm_metadata")
-            if not isinstance(metadata, dict):
-                return kwargs
+        metadata = litellm_metadata(kwargs)  # "litellm_metadata" on /v1/responses, /v1/messages
+        if metadata is None:
+            return kwargs
         account = _account_from_metadata(metadata, v.order)
         if account is None:
             return kwargs
@@ -518,8 +516,12 @@ def _ctx_of(data: Mapping[str, Any]) -> dict[str, Any]:
         metadata = data.get(name)
         if isinstance(metadata, dict):
             ctx = metadata.get(CONTEXT_KEY)
-            if isinstance(ctx, dict):
+            if isinstance(ctx, RequestContext):
                 return ctx
+    for name in ("metadata", "litellm_metadata"):  # a context the per-attempt hook had to create
+        metadata = data.get(name)
+        if isinstance(metadata, dict) and isinstance(metadata.get(CONTEXT_KEY), dict):
+            return metadata[CONTEXT_KEY]
     return {}
 
 

@@ -5,6 +5,13 @@ passes as ``kwargs["metadata"]`` to ``async_pre_call_deployment_hook`` and as
 ``kwargs["litellm_params"]["metadata"]`` to the logging callbacks (verified on 1.102.4), so a fact
 recorded early (routing decision, hold) or per attempt (BYOK key used) is there at settle time.
 
+Which dict is "LiteLLM's metadata" depends on the route (docs/litellm.md fact 27): on ``/v1/responses``,
+``/v1/messages``, files, batches, threads and assistants LiteLLM keeps its own metadata in
+``data["litellm_metadata"]``, because there ``data["metadata"]`` is the API's own field and goes to the
+provider (OpenAI's Responses API accepts only string values there; Anthropic only ``user_id``). Our
+context goes where LiteLLM keeps its own, decided by the request's path as LiteLLM decides it, and
+is found again in either dict by its type.
+
 LiteLLM forwards this metadata to logging integrations: never put a secret in it.
 
 Trust: a client may send ``{"metadata": {"litellm_plugins": {...}}}`` in the request body and LiteLLM
@@ -31,12 +38,57 @@ Keys (each owned by one capability):
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 CONTEXT_KEY = "litellm_plugins"
+METADATA_KEYS = ("metadata", "litellm_metadata")
+# LiteLLM's rule (proxy/litellm_pre_call_utils.py ``metadata_variable_name_for_route``, both releases):
+# a route containing one of these keeps LiteLLM's metadata in ``litellm_metadata``.
+LITELLM_METADATA_ROUTES = ("batches", "bedrock", "/v1/messages", "responses", "files", "thread", "assistant")
 
 
 class RequestContext(dict[str, Any]):
     """A context our hooks created. JSON from a client can never produce this type."""
+
+
+def metadata_name(data: dict[str, Any]) -> str:
+    """``"litellm_metadata"`` or ``"metadata"``: where LiteLLM keeps its metadata for this request."""
+    request = data.get("proxy_server_request")
+    url = request.get("url") if isinstance(request, dict) else None
+    if isinstance(url, str) and url:
+        path = urlsplit(url).path
+        if any(route in path for route in LITELLM_METADATA_ROUTES):
+            return "litellm_metadata"
+        return "metadata"
+    # No recorded route (direct SDK use, unit tests): LiteLLM's bucket is the one it filled.
+    if isinstance(data.get("litellm_metadata"), dict) and not isinstance(data.get("metadata"), dict):
+        return "litellm_metadata"
+    return "metadata"
+
+
+def litellm_metadata(data: dict[str, Any]) -> dict[str, Any] | None:
+    """LiteLLM's own metadata dict of a request, a per-attempt kwargs or logging params: the one that
+    holds our context, else the one LiteLLM filled with the caller's identity, else ``metadata``."""
+    fallback = None
+    for name in METADATA_KEYS:
+        metadata = data.get(name)
+        if isinstance(metadata, dict):
+            if isinstance(metadata.get(CONTEXT_KEY), RequestContext):
+                return metadata
+            if fallback is None or "user_api_key_hash" in metadata and "user_api_key_hash" not in fallback:
+                fallback = metadata
+    return fallback
+
+
+def find(data: dict[str, Any]) -> RequestContext | None:
+    """The context our pre-call hook created, in either metadata dict; None if there is none."""
+    for name in METADATA_KEYS:
+        metadata = data.get(name)
+        if isinstance(metadata, dict):
+            context = metadata.get(CONTEXT_KEY)
+            if isinstance(context, RequestContext):
+                return context
+    return None
 
 
 def for_request(data: dict[str, Any]) -> RequestContext:
@@ -44,12 +96,14 @@ def for_request(data: dict[str, Any]) -> RequestContext:
 
     Replaces anything the client put under our key with a fresh, trusted context.
     """
-    metadata = data.get("metadata")
+    context = find(data)
+    if context is not None:
+        return context
+    name = metadata_name(data)
+    metadata = data.get(name)
     if not isinstance(metadata, dict):
-        metadata = data["metadata"] = {}
-    context = metadata.get(CONTEXT_KEY)
-    if not isinstance(context, RequestContext):
-        context = metadata[CONTEXT_KEY] = RequestContext()
+        metadata = data[name] = {}
+    context = metadata[CONTEXT_KEY] = RequestContext()
     return context
 
 
@@ -63,6 +117,8 @@ def from_logging(kwargs: dict[str, Any]) -> dict[str, Any]:
 
     Empty unless our pre-call hook created it: a client-sent dict under our key is ignored.
     """
-    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or kwargs.get("metadata") or {}
-    context = metadata.get(CONTEXT_KEY) if isinstance(metadata, dict) else None
-    return context if isinstance(context, RequestContext) else {}
+    params = kwargs.get("litellm_params")
+    context = find(params) if isinstance(params, dict) else None
+    if context is None:
+        context = find(kwargs)
+    return context if context is not None else {}

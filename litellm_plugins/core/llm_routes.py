@@ -17,9 +17,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # POST paths of LiteLLM's LLM routes, by their last segments (LiteLLM serves each under /v1/...,
 # /..., /engines/{model}/... and /openai/deployments/{model}/...), and the call type LiteLLM gives
-# them. "/chat/completions" is tested before "/completions".
+# them. "/chat/completions" is tested before "/completions". Anthropic's Messages API is served at
+# /v1/messages only ("/v1/threads/{id}/messages" is the Assistants API, not an LLM call).
 LLM_SUFFIXES = (("/chat/completions", "acompletion"), ("/completions", "atext_completion"),
-                ("/embeddings", "aembedding"), ("/responses", "aresponses"))
+                ("/embeddings", "aembedding"), ("/responses", "aresponses"),
+                ("/v1/messages", "anthropic_messages"))
 
 
 def call_type_of(scope: Scope) -> str | None:

@@ -30,7 +30,7 @@ from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
-from litellm_plugins.credits.pricing import build_price_table, request_groups, worst_case_usd
+from litellm_plugins.credits.pricing import INPUT_ONLY_CALLS, build_price_table, request_groups, worst_case_usd
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
 from litellm_plugins.credits.writer import Writer
@@ -68,9 +68,10 @@ class Engine:
                 return str(tier)
         return str(ctx.get("tier") or self.settings.default_tier)
 
-    def worst_case_units(self, model_group: str, data: dict[str, Any], markup: Decimal) -> int:
+    def worst_case_units(self, model_group: str, data: dict[str, Any], markup: Decimal,
+                         input_only: bool = False) -> int:
         usd = worst_case_usd(self.prices.get(model_group), data, self.settings.prompt_bytes_per_token,
-                             self.settings.default_max_output_tokens)
+                             self.settings.default_max_output_tokens, input_only)
         return hold_units(usd, self.settings.credits_per_usd, markup)
 
     async def ensure_cached(self, account: str) -> None:
@@ -118,7 +119,8 @@ class Engine:
             hold["byok"] = True
             metrics.hold("byok")
             return
-        amount = max(self.worst_case_units(group, data, markup) for group in request_groups(data))
+        input_only = str(call_type) in INPUT_ONLY_CALLS
+        amount = max(self.worst_case_units(group, data, markup, input_only) for group in request_groups(data))
         leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
         if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
             self._placed(hold, data, amount, leased_balance, ctx, caller)
@@ -169,8 +171,8 @@ class Engine:
                              "account": hold["account"], "amount": amount, "ts": hold["t0"]})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
-        ctx = (data.get("metadata") or {}).get(context.CONTEXT_KEY)
-        if not isinstance(ctx, context.RequestContext):  # only a context our pre-call hook created
+        ctx = context.find(data)
+        if ctx is None:  # only a context our pre-call hook created
             return None
         hold = ctx.get("hold")
         if not isinstance(hold, dict) or hold.get("rejected"):
@@ -178,6 +180,10 @@ class Engine:
         headers = {HEADER_HELD: fmt(hold["amount"]) or "0"}
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
+        # A non-streamed /v1/messages answer is a plain dict whose hidden params LiteLLM drops before
+        # this hook (docs/litellm.md fact 30): no cost here, so no charged header, as for a stream;
+        # the success callback settles it. Recomputing the cost here would put LiteLLM's cost
+        # calculation a second time on the request path.
         balance = hold.get("balance")
         if cost is not None and not data.get("stream"):
             charged = 0 if ctx.get("byok_used") else charge_units(
@@ -205,14 +211,14 @@ class Engine:
         """
         if hold.get("unheld") or not hold.get("account"):
             return
-        usage = getattr(response, "usage", None)
-        meta = data.get("metadata") or {}
+        usage = response.get("usage") if isinstance(response, dict) else getattr(response, "usage", None)
+        meta = context.litellm_metadata(data) or {}
         # No "model_group" from data["model"]: after a fallback that is still the first group tried;
         # usage_row names the group that served from the deployment id (hidden params: the final attempt).
         slo = {"metadata": meta, "response_cost": cost,
                "model_id": hidden.get("model_id"), "custom_llm_provider": hidden.get("custom_llm_provider"),
-               "prompt_tokens": getattr(usage, "prompt_tokens", 0), "stream": False,
-               "completion_tokens": getattr(usage, "completion_tokens", 0)}
+               "prompt_tokens": _tokens(usage, "prompt_tokens", "input_tokens"), "stream": False,
+               "completion_tokens": _tokens(usage, "completion_tokens", "output_tokens")}
         call_id = data.get("litellm_call_id") or hold["id"]
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
@@ -484,6 +490,16 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
         "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
         "first_choice_group": first,
     }
+
+
+def _tokens(usage: Any, *names: str) -> int:
+    """A token count of a response's usage, by the first of ``names`` it has: chat's
+    ``prompt_tokens`` / ``completion_tokens``, the Responses API's ``input_tokens`` / ``output_tokens``."""
+    for name in names:
+        value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:

@@ -159,7 +159,8 @@ def estimate_prompt_tokens(data: dict[str, Any], bytes_per_token: float) -> int:
             total += _text_bytes(message.get("content") if isinstance(message, dict) else message)
             if isinstance(message, dict) and message.get("tool_calls"):
                 total += _text_bytes(message["tool_calls"])
-    for key in ("prompt", "input", "tools", "functions"):
+    # text completions' prompt; Responses API input items + instructions; Anthropic's system
+    for key in ("prompt", "input", "instructions", "system", "tools", "functions"):
         if key in data:
             total += _text_bytes(data[key])
     return math.ceil(total / bytes_per_token) + count * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS
@@ -181,6 +182,8 @@ def wants_audio(data: dict[str, Any]) -> bool:
 
 
 def requested_output_tokens(data: dict[str, Any]) -> int | None:
+    """Each API's own output limit: chat's ``max_completion_tokens`` / ``max_tokens``, Anthropic
+    Messages' ``max_tokens`` (required there), the Responses API's ``max_output_tokens``."""
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = data.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -208,11 +211,18 @@ def request_groups(data: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(groups))
 
 
+# Calls that produce no output tokens: their hold is the input only (an embedding deployment priced
+# with an output price would otherwise hold default_max_output_tokens of it).
+INPUT_ONLY_CALLS = frozenset({"aembedding", "embedding", "embeddings"})
+
+
 def worst_case_usd(price: GroupPrice | None, data: dict[str, Any], bytes_per_token: float,
-                   default_max_output: int) -> Decimal:
+                   default_max_output: int, input_only: bool = False) -> Decimal:
     if price is None:
         return Decimal(0)
     prompt = estimate_prompt_tokens(data, bytes_per_token)
+    if input_only:
+        return prompt * price.at(prompt)[0]
     output = requested_output_tokens(data) or price.max_output_tokens or default_max_output
     inp, out = price.at(prompt)
     if price.audio_output_per_token and wants_audio(data):

@@ -83,7 +83,7 @@ async def _observe(rt: Runtime, kwargs: dict, ok: bool, latency_ms: float | None
         svc.note_success(model_id, latency_ms)
         return
     status = health_service.failure_status(kwargs)
-    if status in health_service.CALLER_ERROR_STATUSES:
+    if status in health_service.CALLER_ERROR_STATUSES or health_service.is_proxy_rejection(kwargs):
         return
     await svc.observe(model_id, False, source="traffic", reason=health_service.failure_reason(kwargs, status))
 

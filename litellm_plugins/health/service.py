@@ -41,6 +41,17 @@ def failure_status(kwargs: dict[str, Any]) -> int | None:
     return None
 
 
+def is_proxy_rejection(kwargs: dict[str, Any]) -> bool:
+    """The failure is a refusal raised by a proxy hook (ours: 402 insufficient credits, 403 tier; or
+    LiteLLM's), not an answer of the provider: it says nothing about the deployment. LiteLLM logs
+    such a refusal as a failure of the routed group's deployment (seen on chat, /v1/responses and
+    /v1/messages, 1.108.7): counted, five 402s in a row opened the circuit of a healthy deployment."""
+    from fastapi import HTTPException
+    from litellm.proxy._types import ProxyException
+
+    return isinstance(kwargs.get("exception"), ProxyException | HTTPException)
+
+
 def model_id_of(kwargs: dict[str, Any]) -> str | None:
     slo = kwargs.get("standard_logging_object") or {}
     model_id = slo.get("model_id") if isinstance(slo, dict) else None

@@ -6,7 +6,8 @@ deployment's model, else "not supported" (an unknown model is not trusted with i
 limits from ``model_info.max_input_tokens`` / ``max_output_tokens``, else LiteLLM's, else unlimited.
 A group with several deployments offers what *all* of them offer (LiteLLM may pick any).
 
-*Needs* are read from the request body in one pass over the messages. Input tokens are estimated
+*Needs* are read from the request body in one pass over the messages (chat, text completions),
+the ``input`` items (Responses API) or the messages and ``system`` (Anthropic Messages). Input tokens are estimated
 from character counts (``len`` of each string, O(1) in CPython) divided by ``chars_per_token``:
 nothing is tokenized on the request path, so credits' own estimate does not make it "twice".
 """
@@ -25,6 +26,7 @@ LABELS = {VISION: "vision (image input)", AUDIO: "audio input", TOOLS: "function
 CONTEXT = "context window"
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _AUDIO_PARTS = frozenset({"input_audio", "audio"})
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})  # chat / Anthropic, Responses API
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,43 +106,80 @@ def _min(a: int | None, b: int | None) -> int | None:
     return min(a, b)
 
 
+def _content_chars(content: Any, caps: set[str]) -> int:
+    """Characters of text in one message's content (a string or a list of parts); marks image/audio."""
+    if isinstance(content, str):
+        return len(content)
+    chars = 0
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                chars += len(part)
+                continue
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind in _TEXT_PARTS:
+                text = part.get("text")
+                if isinstance(text, str):
+                    chars += len(text)
+            elif kind in _IMAGE_PARTS:
+                caps.add(VISION)
+            elif kind in _AUDIO_PARTS:
+                caps.add(AUDIO)
+            elif kind == "tool_result":  # Anthropic: a tool's output, text or parts
+                chars += _content_chars(part.get("content"), caps)
+    return chars
+
+
 def needs_of(data: Mapping[str, Any], chars_per_token: float) -> Needs:
+    """Needs of a chat / text completion, a Responses API or an Anthropic Messages request, each read
+    from its own shape: ``messages`` / ``prompt``; ``input`` (a string or items) + ``instructions``;
+    ``messages`` + ``system``. Output limit: ``max_completion_tokens`` / ``max_tokens`` /
+    ``max_output_tokens``."""
     caps: set[str] = set()
     if data.get("tools") or data.get("functions"):
         caps.add(TOOLS)
     fmt = data.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         caps.add(SCHEMA)
-    if data.get("reasoning_effort") or data.get("thinking"):
+    text_cfg = data.get("text")  # Responses API: text.format {"type": "json_schema", ...}
+    if isinstance(text_cfg, dict) and isinstance(text_cfg.get("format"), dict) \
+            and text_cfg["format"].get("type") == "json_schema":
+        caps.add(SCHEMA)
+    if isinstance(data.get("output_format"), dict):  # Anthropic structured outputs
+        caps.add(SCHEMA)
+    reasoning = data.get("reasoning")  # Responses API: {"effort": ...}
+    thinking = data.get("thinking")  # Anthropic: {"type": "enabled", ...}; "disabled" asks for none
+    if data.get("reasoning_effort") or (isinstance(reasoning, dict) and reasoning.get("effort")) or (
+            thinking and not (isinstance(thinking, dict) and thinking.get("type") == "disabled")):
         caps.add(REASONING)
     chars = 0
     messages = data.get("messages")
     if isinstance(messages, list):
         for message in messages:
-            if not isinstance(message, dict):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if not isinstance(part, dict):
-                        continue
-                    kind = part.get("type")
-                    if kind == "text":
-                        text = part.get("text")
-                        if isinstance(text, str):
-                            chars += len(text)
-                    elif kind in _IMAGE_PARTS:
-                        caps.add(VISION)
-                    elif kind in _AUDIO_PARTS:
-                        caps.add(AUDIO)
+            if isinstance(message, dict):
+                chars += _content_chars(message.get("content"), caps)
+    items = data.get("input")  # Responses API (embeddings' input never reaches routing's needs)
+    if isinstance(items, str):
+        chars += len(items)
+    elif isinstance(items, list):
+        for item in items:
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, dict):
+                if "content" in item:
+                    chars += _content_chars(item.get("content"), caps)
+                elif isinstance(item.get("output"), str):  # function_call_output
+                    chars += len(item["output"])
+    for key in ("instructions", "system"):
+        chars += _content_chars(data.get(key), caps)
     prompt = data.get("prompt")
     if isinstance(prompt, str):
         chars += len(prompt)
     elif isinstance(prompt, list):  # text completions accept a batch of prompts
         chars += sum(len(p) for p in prompt if isinstance(p, str))
-    output = data.get("max_completion_tokens") or data.get("max_tokens")
+    output = data.get("max_completion_tokens") or data.get("max_tokens") or data.get("max_output_tokens")
     return Needs(frozenset(caps), int(chars / chars_per_token) + 1,
                  output if isinstance(output, int) and output > 0 else None)
 

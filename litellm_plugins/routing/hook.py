@@ -39,8 +39,11 @@ HEADER_DEGRADED = "x-litellm-plugins-degraded"
 HEADER_ESCALATED = "x-litellm-plugins-escalated"
 REQUEST_HEADER = "x-power-level"
 BODY_FIELD = "power_level"
-# Route types (the proxy's ``call_type``) that power levels apply to.
-ROUTED_CALLS = frozenset({"acompletion", "completion", "atext_completion", "text_completion"})
+# Route types (the proxy's ``call_type``) that power levels apply to: chat and text completions,
+# the Responses API (/v1/responses) and Anthropic's Messages API (/v1/messages).
+ROUTED_CALLS = frozenset({"acompletion", "completion", "atext_completion", "text_completion",
+                          "aresponses", "responses", "anthropic_messages"})
+ROUTED_ROUTES = "/v1/chat/completions, /v1/completions, /v1/responses and /v1/messages"
 FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 ADMIN_ROLE = LitellmUserRoles.PROXY_ADMIN.value
 
@@ -132,10 +135,8 @@ async def _keyless_for(auth: UserAPIKeyAuth, data: dict) -> frozenset[str]:
 async def _own_providers(request_kwargs: dict | None) -> frozenset[str]:
     """The caller's providers from the request context routing recorded, else from BYOK directly."""
     kwargs = request_kwargs or {}
-    metadata = kwargs.get("metadata")
-    if not isinstance(metadata, dict):
-        metadata = kwargs.get("litellm_metadata")
-    if not isinstance(metadata, dict):
+    metadata = context.litellm_metadata(kwargs)
+    if metadata is None:
         return frozenset()
     ctx = metadata.get(context.CONTEXT_KEY)
     if isinstance(ctx, context.RequestContext) and OWN_PROVIDERS in ctx:
@@ -187,7 +188,7 @@ class RoutingHook(CustomLogger):
         policy = state.policy
         if call_type not in ROUTED_CALLS:
             if model in policy.levels or model == AUTO:
-                bad_request(f"power levels apply to chat and text completions; name a model for this "
+                bad_request(f"power levels apply to {ROUTED_ROUTES}; name a model for this "
                             f"call ({call_type})", param="model")
             if any(data.get(f) for f in FALLBACK_FIELDS):
                 self._limit_client_fallbacks(policy, user_api_key_dict, data)
@@ -288,12 +289,26 @@ class RoutingHook(CustomLogger):
             log.exception("routing: credit check for degrade_when_low_credits failed; not degrading")
         return decision
 
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict | None:
+        """Remember the deployment of the latest attempt of a routed request (two dict reads).
+
+        The headers hook names the group that served from the response's hidden params; an
+        Anthropic Messages response is a plain dict whose hidden params LiteLLM removes before that
+        hook runs, so there the latest attempt -- the one that answered -- says it.
+        """
+        ctx = context.find(kwargs)
+        if ctx is not None and "power_level" in ctx:
+            info = kwargs.get("model_info")
+            if isinstance(info, dict) and info.get("id") is not None:
+                ctx["attempt_model_id"] = info["id"]
+        return None
+
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth,
                                                     response: object, request_headers: dict | None = None,
                                                     litellm_call_info: dict | None = None) -> dict | None:
         if current_state() is None:
             return None
-        ctx = context.for_request(data) if isinstance(data.get("metadata"), dict) else {}
+        ctx = context.find(data) or {}
         level = ctx.get("power_level")
         if level is None:
             return None
@@ -302,6 +317,8 @@ class RoutingHook(CustomLogger):
         if model_id is None:
             hidden = getattr(response, "_hidden_params", None) or {}
             model_id = hidden.get("model_id") if isinstance(hidden, dict) else None
+        if model_id is None:
+            model_id = ctx.get("attempt_model_id")
         if model_id is not None:
             snap = availability.snapshot()
             if snap is not None:

@@ -1,6 +1,9 @@
 """A fake OpenAI-compatible provider on loopback — the only fake in end-to-end tests.
 
 Serves chat completions (plain and streamed, with ``usage``), text completions, embeddings,
+OpenAI's Responses API (``/v1/responses``, plain and SSE-streamed, with ``usage``), Anthropic's
+Messages API (``/v1/messages``, plain and SSE-streamed, with ``usage``; its ``x-api-key`` header is
+recorded as ``Authorization: Bearer <key>`` so key checks read one field),
 ``/models`` and Ollama's ``/api/tags``; fails on demand (status codes, slowness, down); records the Authorization header and
 model of every call. Runs in a thread of the test process, or standalone
 (``python -m tests.support.fake_provider --port 9000``) for benchmarks, and is steerable over HTTP
@@ -62,6 +65,9 @@ class FakeProvider:
             Route("/completions", self._text, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/responses", self._responses, methods=["POST"]),
+            Route("/responses", self._responses, methods=["POST"]),
+            Route("/v1/messages", self._messages, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/models", self._models, methods=["GET"]),
             # Ollama's model list (what the health prober asks an Ollama endpoint)
@@ -118,6 +124,9 @@ class FakeProvider:
             body = {}
         model = body.get("model")
         auth = request.headers.get("authorization")
+        if auth is None and request.headers.get("x-api-key") is not None:  # Anthropic's header
+            auth = "Bearer " + request.headers["x-api-key"]
+        anthropic = request.url.path.endswith("/messages")
         delay = self._delays.get(model, self._delays.get(None, 0.0))
         if delay:
             await asyncio.sleep(delay)
@@ -126,12 +135,14 @@ class FakeProvider:
         token = (auth or "").removeprefix("Bearer ").strip()
         if token in self.rejected_keys:
             status = 401
-            error = _error(401, "Incorrect API key provided", "invalid_api_key")
+            error = (_anthropic_error(401, "invalid x-api-key", "authentication_error") if anthropic
+                     else _error(401, "Incorrect API key provided", "invalid_api_key"))
         else:
             failure = self._take_failure(model)
             if failure is not None:
                 status = failure.status
-                error = _error(failure.status, failure.message, "fake_failure")
+                error = (_anthropic_error(failure.status, failure.message, "api_error") if anthropic
+                         else _error(failure.status, failure.message, "fake_failure"))
         with self._lock:
             self.calls.append(Call(request.url.path, model, auth, body, bool(body.get("stream")), status))
         return body, error
@@ -140,18 +151,29 @@ class FakeProvider:
     def prompt_tokens(body: dict[str, Any]) -> int:
         """Deterministic token count: one token per 4 characters of message text, at least 1."""
         text = ""
-        for message in body.get("messages") or []:
+        items = body.get("messages") or []
+        # Responses API: ``input`` is a string or a list of items (messages with string or part content)
+        if isinstance(body.get("input"), str):
+            text += body["input"]
+        elif isinstance(body.get("input"), list):
+            items = [*items, *body["input"]]
+        for message in items:
+            if not isinstance(message, dict):
+                continue
             content = message.get("content")
             if isinstance(content, str):
                 text += content
             elif isinstance(content, list):
                 text += "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if isinstance(body.get("prompt"), str):
-            text += body["prompt"]
+        for key in ("prompt", "instructions", "system"):  # text completions, Responses, Anthropic
+            if isinstance(body.get(key), str):
+                text += body[key]
+            elif isinstance(body.get(key), list):
+                text += "".join(p.get("text", "") for p in body[key] if isinstance(p, dict))
         return max(1, len(text) // 4)
 
     def _completion_tokens(self, body: dict[str, Any]) -> int:
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
         return min(self.completion_tokens, limit) if limit else self.completion_tokens
 
     async def _chat(self, request: Request) -> Response:
@@ -191,6 +213,96 @@ class FakeProvider:
             yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             yield _sse({**base, "choices": [], "usage": usage})
             yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _responses(self, request: Request) -> Response:
+        """OpenAI's Responses API: one ``message`` output item; SSE events as OpenAI sends them."""
+        body, error = await self._prelude(request)
+        if error is not None:
+            return error
+        model = body.get("model", "unknown")
+        prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
+        text = " ".join(f"w{i}" for i in range(completion))
+        rid, mid = f"resp_fake{len(self.calls)}", f"msg_fake{len(self.calls)}"
+        usage = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
+                 "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+
+        def response(status: str, output: list[dict[str, Any]], with_usage: bool) -> dict[str, Any]:
+            return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status,
+                    "model": model, "output": output, "usage": usage if with_usage else None,
+                    "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                    "max_output_tokens": body.get("max_output_tokens"), "metadata": {},
+                    "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
+                    "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": body.get("tools") or [],
+                    "text": {"format": {"type": "text"}}, "truncation": "disabled", "reasoning": {}}
+
+        item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        if not body.get("stream"):
+            return JSONResponse(response("completed", [item], True))
+
+        async def events():
+            seq = iter(range(1_000_000))
+
+            def event(kind: str, **fields: Any) -> bytes:
+                payload = {"type": kind, "sequence_number": next(seq), **fields}
+                return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+            yield event("response.created", response=response("in_progress", [], False))
+            yield event("response.in_progress", response=response("in_progress", [], False))
+            yield event("response.output_item.added", output_index=0,
+                        item={**item, "status": "in_progress", "content": []})
+            yield event("response.content_part.added", item_id=mid, output_index=0, content_index=0,
+                        part={"type": "output_text", "text": "", "annotations": []})
+            for i in range(completion):
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield event("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
+                            delta=("" if i == 0 else " ") + f"w{i}")
+            yield event("response.output_text.done", item_id=mid, output_index=0, content_index=0, text=text)
+            yield event("response.content_part.done", item_id=mid, output_index=0, content_index=0,
+                        part=item["content"][0])
+            yield event("response.output_item.done", output_index=0, item=item)
+            yield event("response.completed", response=response("completed", [item], True))
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's Messages API: one text block; SSE events as Anthropic sends them."""
+        body, error = await self._prelude(request)
+        if error is not None:
+            return error
+        model = body.get("model", "unknown")
+        prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
+        text = " ".join(f"w{i}" for i in range(completion))
+        mid = f"msg_fake{len(self.calls)}"
+        usage = {"input_tokens": prompt, "output_tokens": completion,
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        if not body.get("stream"):
+            return JSONResponse({"id": mid, "type": "message", "role": "assistant", "model": model,
+                                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                                 "stop_sequence": None, "usage": usage})
+
+        async def events():
+            def event(kind: str, **fields: Any) -> bytes:
+                return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+            yield event("message_start", message={
+                "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None,
+                "usage": {**usage, "output_tokens": 1}})
+            yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+            yield event("ping")
+            for i in range(completion):
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield event("content_block_delta", index=0,
+                            delta={"type": "text_delta", "text": ("" if i == 0 else " ") + f"w{i}"})
+            yield event("content_block_stop", index=0)
+            yield event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                        usage={"output_tokens": completion})
+            yield event("message_stop")
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -266,6 +378,10 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {
         "message": message, "type": "invalid_request_error" if status < 500 else "server_error",
         "param": None, "code": code}})
+
+
+def _anthropic_error(status: int, message: str, type_: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"type": "error", "error": {"type": type_, "message": message}})
 
 
 def free_port() -> int:

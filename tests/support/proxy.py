@@ -54,8 +54,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None,
-                platform_keys: bool = True) -> dict[str, Any]:
-    """``platform_keys=False`` mirrors a fresh machine: every ``os.environ/`` reference of the shipped
+                platform_keys: bool = True, native_wire: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``native_wire``: prefixes of ``NON_OPENAI_WIRE`` kept in their own wire format (the fake speaks
+    Anthropic's ``/v1/messages`` too): ``("anthropic/",)`` sends those deployments through LiteLLM's
+    Anthropic translation, ``api_base`` the fake's root (LiteLLM appends ``/v1/messages``).
+
+    ``platform_keys=False`` mirrors a fresh machine: every ``os.environ/`` reference of the shipped
     ``model_list`` stays as shipped (unset in the proxy's environment: provider keys are stripped,
     ``VLLM_API_BASE`` / ``OLLAMA_API_BASE`` are not set); deployments with a key reference still
     point at the fake, so a BYOK caller's call reaches it."""
@@ -65,14 +69,15 @@ def test_config(fake_base_url: str, overrides: dict[str, Any] | None = None,
         if "mock_response" in params:
             continue
         model = params["model"]
-        if model.startswith(NON_OPENAI_WIRE):
+        native = model.startswith(native_wire) if native_wire else False
+        if model.startswith(NON_OPENAI_WIRE) and not native:
             params["model"] = "openai/" + model.split("/", 1)[1]
             params["custom_llm_provider"] = "openai"
         if not platform_keys:
             if not str(params.get("api_base", "")).startswith("os.environ/"):
-                params["api_base"] = fake_base_url
+                params["api_base"] = fake_base_url.removesuffix("/v1") if native else fake_base_url
             continue
-        params["api_base"] = fake_base_url
+        params["api_base"] = fake_base_url.removesuffix("/v1") if native else fake_base_url
         params["api_key"] = platform_key(model)
     config.setdefault("general_settings", {})["custom_auth"] = "tests.support.custom_auth.authenticate"
     return deep_merge(config, overrides or {})

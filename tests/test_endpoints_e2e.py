@@ -1,0 +1,486 @@
+"""Every endpoint clients call, end to end: OpenAI's Responses API (``/v1/responses``) and Anthropic's
+Messages API (``/v1/messages``) with power levels, credits, BYOK and usage rows (issue 22).
+
+One real proxy for the module with the shipped config (guard, routing, BYOK, credits, health on),
+real Postgres and Redis. Anthropic deployments keep their own wire format here (``native_wire``):
+the fake provider speaks ``/v1/messages`` as well as ``/v1/responses`` and chat completions, so every
+call goes through LiteLLM's real translation code. What LiteLLM sends upstream for our catalog
+(LiteLLM 1.108.7, checked by ``test_levels_route_charge_exactly_and_log_usage``):
+
+    client route     eco (deepinfra)        balanced (openai)   precision (anthropic)
+    /v1/responses    /v1/chat/completions   /v1/responses       /v1/messages
+    /v1/messages     /v1/chat/completions   /v1/responses       /v1/messages
+
+Clients are the real SDKs: ``openai`` (``responses.create``), ``anthropic`` (``messages.create``),
+LangChain's ``ChatOpenAI`` (Responses API mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import asyncpg
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.support.fake_provider import FakeProvider
+
+PROXY_CFG = yaml.safe_load((Path(__file__).resolve().parents[1] / "proxy_config.yaml").read_text())
+PRICES = {m["model_name"]: (Decimal(str(m["litellm_params"].get("input_cost_per_token", 0))),
+                            Decimal(str(m["litellm_params"].get("output_cost_per_token", 0))))
+          for m in PROXY_CFG["model_list"]}
+UPSTREAM = {m["model_name"]: m["litellm_params"]["model"].split("/", 1)[1] for m in PROXY_CFG["model_list"]}
+FIRST = {"eco": "deepinfra-llama-3.1-8b", "balanced": "gpt-4o-mini", "precision": "claude-sonnet-4"}
+UPSTREAM_PATH = {"eco": "/chat/completions", "balanced": "/responses", "precision": "/messages"}
+RATE = Decimal(100)  # credits per USD (shipped config)
+UNIT = Decimal(1_000_000)
+STARTING = 50  # credits per new account: a precision call with a large output limit cannot be held
+HDR_GROUP = "x-litellm-plugins-model-group"
+HDR_LEVEL = "x-litellm-plugins-power-level"
+ENDPOINTS = ("responses", "messages")
+VOID_GROUPS = {("responses", False): "gpt-4.1", ("responses", True): "gpt-4.1-mini",
+               ("messages", False): "claude-3.5-haiku", ("messages", True): "openrouter-gemini-2.5-pro"}
+IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+@pytest.fixture(scope="module")
+def proxy(start_proxy, keys):  # noqa: ANN001
+    return start_proxy(plugins={"credits": {"starting_grant": STARTING, "writer_interval_seconds": 0.05,
+                                            "reconcile_interval_seconds": 1}},
+                       native_wire=("anthropic/",))
+
+
+def user(keys, tier: str = "enterprise", **meta: Any) -> tuple[str, str]:  # noqa: ANN001
+    """A fresh caller (its own credit account): (virtual key, account)."""
+    name = f"u{uuid.uuid4().hex[:10]}"
+    keys.add(f"sk-{name}", user_id=name, metadata={"tier": tier, **meta})
+    return f"sk-{name}", f"user:{name}"
+
+
+def oai(proxy, key: str) -> openai.OpenAI:  # noqa: ANN001
+    return openai.OpenAI(api_key=key, base_url=proxy.url + "/v1", max_retries=0, timeout=60)
+
+
+def ant(proxy, key: str) -> anthropic.Anthropic:  # noqa: ANN001
+    # The Anthropic SDK appends /v1/messages to base_url; LiteLLM reads the key from x-api-key too.
+    return anthropic.Anthropic(api_key=key, base_url=proxy.url, max_retries=0, timeout=60)
+
+
+def call(proxy, key: str, endpoint: str, model: str, text: str, stream: bool = False,  # noqa: ANN001
+         **extra: Any) -> tuple[httpx.Headers, str]:
+    """One call through the real SDK: (response headers, answer text)."""
+    if endpoint == "responses":
+        client = oai(proxy, key)
+        extra.setdefault("max_output_tokens", 100)  # a precision hold without it exceeds a new account
+        if stream:
+            events = client.responses.create(model=model, input=text, stream=True, **extra)
+            deltas, completed = [], None
+            for event in events:
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+                elif event.type == "response.completed":
+                    completed = event.response
+            assert completed is not None and completed.usage is not None
+            return events.response.headers, "".join(deltas)
+        raw = client.responses.with_raw_response.create(model=model, input=text, **extra)
+        return raw.headers, raw.parse().output_text
+    client = ant(proxy, key)
+    extra.setdefault("max_tokens", 64)
+    messages = [{"role": "user", "content": text}]
+    if stream:
+        events = client.messages.create(model=model, messages=messages, stream=True, **extra)
+        deltas, stopped = [], False
+        for event in events:
+            if event.type == "content_block_delta":
+                deltas.append(event.delta.text)
+            elif event.type == "message_stop":
+                stopped = True
+        assert stopped
+        return events.response.headers, "".join(deltas)
+    raw = client.messages.with_raw_response.create(model=model, messages=messages, **extra)
+    return raw.headers, "".join(block.text for block in raw.parse().content if block.type == "text")
+
+
+def upstream_calls(fake, tag: str) -> list:  # noqa: ANN001
+    return [c for c in fake.provider.calls if tag in json.dumps(c.body)]
+
+
+def expected_units(group: str, upstream_body: dict, completion: int = 8) -> int:
+    """LiteLLM's cost of the fake's answer (the fake's usage) at the group's configured prices."""
+    prompt = FakeProvider.prompt_tokens(upstream_body)
+    inp, out = PRICES[group]
+    cost = prompt * inp + completion * out
+    return int((cost * RATE * UNIT).to_integral_value(ROUND_HALF_UP))
+
+
+def units_of(text: str) -> int:
+    return int(Decimal(text) * UNIT)
+
+
+async def db_fetch(dsn: str, sql: str, *args):  # noqa: ANN201
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "litellm_plugins"})
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def wait_rows(dsn: str, sql: str, *args, count: int, timeout: float = 15.0) -> list:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await db_fetch(dsn, sql, *args)
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
+
+
+def balance(proxy, key: str) -> dict:  # noqa: ANN001
+    with proxy.client(key) as c:
+        r = c.get("/plugins/credits/balance")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# ---- routing + credits + usage, per endpoint, level and streaming --------------------------------
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("level", ["eco", "balanced", "precision"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_levels_route_charge_exactly_and_log_usage(proxy, keys, fake, module_database, endpoint, level,  # noqa: ANN001
+                                                         stream) -> None:
+    key, account = user(keys)
+    tag = f"tag-{uuid.uuid4().hex[:8]}"
+    headers, text = call(proxy, key, endpoint, level, f"hello {tag}, how are you today?", stream=stream)
+    group = FIRST[level]
+    assert text.split() == [f"w{i}" for i in range(8)]
+    assert headers[HDR_LEVEL] == level and headers[HDR_GROUP] == group
+    [up] = upstream_calls(fake, tag)  # exactly one upstream call, through LiteLLM's translation
+    assert up.path.endswith(UPSTREAM_PATH[level]) and up.model == UPSTREAM[group]
+    assert "power_level" not in up.body and "litellm_plugins" not in json.dumps(up.body)
+    want = expected_units(group, up.body)
+    assert want > 0
+    settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
+                              account, count=1)
+    assert [r["delta"] for r in settles] == [-want]  # LiteLLM's cost to the unit, charged once
+    held = units_of(headers["x-litellm-plugins-credits-held"])
+    assert held >= want
+    if endpoint == "responses" and not stream:  # the cost is known before the response leaves
+        assert units_of(headers["x-litellm-plugins-credits-charged"]) == want
+        assert units_of(headers["x-litellm-plugins-credits-balance"]) == STARTING * 1_000_000 - want
+    else:  # streams, and /v1/messages' plain-dict answers (docs/litellm.md fact 30): settled after
+        assert "x-litellm-plugins-credits-charged" not in headers
+    [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
+    assert (row["status"], row["power_level"], row["model_group"], row["stream"], row["byok"]) == (
+        "success", level, group, stream, False)
+    assert row["credits_charged"] == want
+    assert int((row["cost_usd"] * RATE * UNIT).to_integral_value(ROUND_HALF_UP)) == want
+    assert row["prompt_tokens"] == FakeProvider.prompt_tokens(up.body) and row["completion_tokens"] == 8
+    await asyncio.sleep(0.3)  # a second settle (a duplicate callback) would have landed by now
+    kinds = [r["kind"] for r in await db_fetch(
+        module_database, "SELECT kind FROM credit_ledger WHERE account = $1 ORDER BY id", account)]
+    assert kinds == ["grant", "hold", "settle"]
+    assert units_of(balance(proxy, key)["balance"]) == STARTING * 1_000_000 - want
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_auto_level_from_header_body_and_key_metadata(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    key, _ = user(keys)
+    headers, _ = call(proxy, key, endpoint, "auto", "auto from header", extra_headers={"X-Power-Level": "precision"})
+    assert headers[HDR_LEVEL] == "precision" and headers[HDR_GROUP] == FIRST["precision"]
+    headers, _ = call(proxy, key, endpoint, "auto", "auto from body", extra_body={"power_level": "balanced"})
+    assert headers[HDR_LEVEL] == "balanced" and headers[HDR_GROUP] == FIRST["balanced"]
+    assert all("power_level" not in c.body for c in fake.provider.calls)  # never forwarded upstream
+    meta_key, _ = user(keys, power_level="eco")
+    headers, _ = call(proxy, meta_key, endpoint, "auto", "auto from key metadata")
+    assert headers[HDR_LEVEL] == "eco" and headers[HDR_GROUP] == FIRST["eco"]
+    headers, _ = call(proxy, key, endpoint, "auto", "auto from default")
+    assert headers[HDR_LEVEL] == "balanced"  # the enterprise tier's default_level
+
+
+def test_errors_are_shaped_as_each_api_expects(proxy, keys, fake) -> None:  # noqa: ANN001
+    free, _ = user(keys, tier="free")
+    with proxy.client(free) as c:
+        r = c.post("/v1/messages", json={"model": "precision", "max_tokens": 10,
+                                         "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 403, r.text
+        body = r.json()
+        assert body["type"] == "error" and "not allowed for tier 'free'" in body["error"]["message"]
+        assert isinstance(body["error"]["type"], str)
+        r = c.post("/v1/responses", json={"model": "precision", "input": "hi"})
+        assert r.status_code == 403, r.text
+        assert "not allowed for tier 'free'" in r.json()["error"]["message"]
+        r = c.post("/v1/messages", json={"model": "turbo", "max_tokens": 10,
+                                         "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and r.json()["type"] == "error", r.text
+        r = c.post("/v1/embeddings", json={"model": "eco", "input": "hi"})
+        assert r.status_code == 400 and "/v1/responses and /v1/messages" in r.json()["error"]["message"]
+    # The SDKs raise their own typed errors from those bodies.
+    with pytest.raises(anthropic.PermissionDeniedError):
+        ant(proxy, free).messages.create(model="precision", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.PermissionDeniedError):
+        oai(proxy, free).responses.create(model="precision", input="x")
+    assert fake.provider.calls == []
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_capability_needs_are_read_from_each_api_shape(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    key, _ = user(keys)
+    # An image: eco's first candidates cannot see; openrouter-gemini-2.0-flash (vision) serves.
+    if endpoint == "responses":
+        body = {"model": "eco", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this"}, {"type": "input_image", "image_url": IMAGE}]}]}
+    else:
+        body = {"model": "eco", "max_tokens": 32, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": IMAGE.split(",")[1]}}]}]}
+    with proxy.client(key) as c:
+        r = c.post(f"/v1/{endpoint}", json=body)
+        assert r.status_code == 200, r.text
+        assert r.headers[HDR_GROUP] == "openrouter-gemini-2.0-flash"
+        # An output limit above deepinfra-llama-3.1-8b's 4096: the next eco candidate (8192) serves.
+        limit = {"max_output_tokens": 6000} if endpoint == "responses" else {"max_tokens": 6000}
+        text = {"input": "long answer please"} if endpoint == "responses" else {
+            "messages": [{"role": "user", "content": "long answer please"}]}
+        r = c.post(f"/v1/{endpoint}", json={"model": "eco", **text, **limit})
+        assert r.status_code == 200, r.text
+        assert r.headers[HDR_GROUP] == "groq-llama-3.1-8b"
+        # Tools, in each API's own shape, reach the provider (translated where LiteLLM translates).
+        tools = ([{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+                 if endpoint == "responses" else
+                 [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}])
+        r = c.post(f"/v1/{endpoint}", json={"model": "balanced", **text, "tools": tools,
+                                             **({"max_tokens": 32} if endpoint == "messages" else {})})
+        assert r.status_code == 200, r.text
+        assert r.headers[HDR_GROUP] == "gpt-4o-mini"
+        assert "get_weather" in json.dumps(fake.provider.calls[-1].body.get("tools"))
+        # A model that cannot serve the need: the same 400 as on chat, in the API's shape.
+        r = c.post(f"/v1/{endpoint}", json={**body, "model": "deepinfra-llama-3.1-8b"})
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert "vision" in message
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_fallback_stays_inside_the_level(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    key, _ = user(keys)
+    fake.provider.fail(500, models={UPSTREAM["deepinfra-llama-3.1-8b"]})
+    headers, text = call(proxy, key, endpoint, "eco", f"fallback {endpoint}")
+    assert text
+    assert headers[HDR_LEVEL] == "eco"
+    served = {c.model for c in fake.provider.calls if c.status == 200 and c.model}  # (not health probes)
+    eco_upstream = {UPSTREAM[g] for g in PROXY_CFG["litellm_plugins"]["routing"]["levels"]["eco"] if g in UPSTREAM}
+    assert served and served <= eco_upstream and UPSTREAM["deepinfra-llama-3.1-8b"] not in served
+    assert headers[HDR_GROUP] != "deepinfra-llama-3.1-8b", [f"{k}={v}" for k, v in headers.items() if "cost" not in k]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_402_before_the_provider_and_nothing_held(proxy, keys, fake, module_database, endpoint,  # noqa: ANN001
+                                                        stream) -> None:
+    key, account = user(keys)
+    # claude-sonnet-4: 60000 output tokens x $0.000015 = 90 credits > the 50 a new account has.
+    limit = {"max_output_tokens": 60000} if endpoint == "responses" else {"max_tokens": 60000}
+    text = {"input": "expensive"} if endpoint == "responses" else {"messages": [{"role": "user", "content": "x"}]}
+    with proxy.client(key) as c:
+        r = c.post(f"/v1/{endpoint}", json={"model": "precision", **text, **limit, "stream": stream})
+    assert r.status_code == 402, r.text
+    body = r.json()
+    if endpoint == "messages":
+        assert body["type"] == "error" and "Insufficient credits" in body["error"]["message"]
+    else:
+        assert body["error"]["type"] == "insufficient_credits" and "Insufficient credits" in body["error"]["message"]
+    assert fake.provider.calls == []  # the provider was never called
+    b = balance(proxy, key)
+    assert units_of(b["balance"]) == STARTING * 1_000_000 and units_of(b.get("held", "0")) == 0
+    kinds = [r["kind"] for r in await db_fetch(
+        module_database, "SELECT kind FROM credit_ledger WHERE account = $1", account)]
+    assert "hold" not in kinds and "settle" not in kinds
+    # The SDK's typed error, from the same 402.
+    error_type = anthropic.APIStatusError if endpoint == "messages" else openai.APIStatusError
+    with pytest.raises(error_type) as info:
+        call(proxy, key, endpoint, "precision", "expensive", **limit)
+    assert info.value.status_code == 402
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_repeated_402s_leave_the_deployment_healthy(proxy, keys, fake, path) -> None:  # noqa: ANN001
+    """LiteLLM logs a hook's refusal as a failure of the routed deployment: health must not count it
+    (before the fix, five 402s opened claude-3.7-sonnet's circuit and the next caller got a 503)."""
+    key, _ = user(keys)
+    limit = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
+    text = {"input": "x"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "x"}]}
+    with proxy.client(key) as c:
+        for _ in range(7):
+            r = c.post(path, json={"model": "claude-3.7-sonnet", **text, limit: 60000})
+            assert r.status_code == 402, r.text
+        r = c.post(path, json={"model": "claude-3.7-sonnet", **text, limit: 10})
+        assert r.status_code == 200, r.text
+        assert fake.provider.calls_to(UPSTREAM["claude-3.7-sonnet"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_failure_voids_the_hold(proxy, keys, fake, module_database, endpoint, stream) -> None:  # noqa: ANN001
+    key, account = user(keys)
+    fake.provider.fail(503)  # every provider, every attempt
+    with proxy.client(key) as c:
+        text = ({"input": "fails", "max_output_tokens": 100} if endpoint == "responses"
+                else {"messages": [{"role": "user", "content": "x"}], "max_tokens": 32})
+        # A group no later test uses: its failures cool it down (LiteLLM 1.102.4 cools single-deployment
+        # groups, docs/litellm.md fact 24; health's circuit may open too).
+        r = c.post(f"/v1/{endpoint}", json={"model": VOID_GROUPS[(endpoint, stream)], **text, "stream": stream})
+    assert r.status_code >= 500, r.text
+    if endpoint == "messages":
+        assert r.json()["type"] == "error"
+    assert fake.provider.calls, r.text  # it did reach the provider
+    rows = await wait_rows(module_database, "SELECT kind, delta FROM credit_ledger WHERE account = $1 AND kind = 'void'",
+                           account, count=1)
+    assert [r["delta"] for r in rows] == [0]
+    kinds = [r["kind"] for r in await db_fetch(
+        module_database, "SELECT kind FROM credit_ledger WHERE account = $1 ORDER BY id", account)]
+    assert kinds == ["grant", "hold", "void"]
+    assert units_of(balance(proxy, key)["balance"]) == STARTING * 1_000_000
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_client_leaving_a_stream_closes_the_hold_once(proxy, keys, fake, module_database, endpoint) -> None:  # noqa: ANN001
+    """The client reads one event and hangs up: the hold is closed exactly once (settled for what was
+    generated, or voided), never left open."""
+    key, account = user(keys)
+    fake.provider.chunk_delay = 0.3
+    text = ({"input": "leave early", "max_output_tokens": 100} if endpoint == "responses"
+            else {"messages": [{"role": "user", "content": "leave early"}], "max_tokens": 32})
+    with proxy.client(key) as c:
+        with c.stream("POST", f"/v1/{endpoint}", json={"model": "balanced", **text, "stream": True}) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+    rows = await wait_rows(module_database, "SELECT kind FROM credit_ledger WHERE account = $1 AND kind IN "
+                           "('settle', 'void')", account, count=1, timeout=20)
+    await asyncio.sleep(1.0)  # a second close would land by now
+    kinds = [r["kind"] for r in await db_fetch(
+        module_database, "SELECT kind FROM credit_ledger WHERE account = $1 ORDER BY id", account)]
+    assert kinds[:2] == ["grant", "hold"] and len(kinds) == 3 and kinds[2] in ("settle", "void"), kinds
+    assert rows
+    b = balance(proxy, key)
+    assert units_of(b["held"]) == 0
+
+
+# ---- BYOK -----------------------------------------------------------------------------------------
+
+async def test_byok_isolation_in_100_interleaved_calls(proxy, keys, fake, module_database) -> None:  # noqa: ANN001
+    """Alice holds her own OpenAI and Anthropic keys (policy only); Bob holds none. 100 calls, 8 at a
+    time, alternating caller and endpoint, half streamed: the provider sees Alice's key on Alice's
+    calls only."""
+    alice, alice_account = user(keys)
+    bob, bob_account = user(keys)
+    secrets = {p: f"sk-alice-{p}-{uuid.uuid4().hex}" for p in ("openai", "anthropic")}
+    with proxy.client(alice) as c:
+        for provider, secret in secrets.items():
+            r = c.post("/plugins/byok/keys", json={"provider": provider, "key": secret, "policy": "only"})
+            assert r.status_code == 200, r.text
+            assert secret not in r.text
+    run = uuid.uuid4().hex[:8]
+    semaphore = asyncio.Semaphore(8)
+    failures: list[str] = []
+    clients = {who: (openai.AsyncOpenAI(api_key=k, base_url=proxy.url + "/v1", max_retries=0, timeout=60),
+                     anthropic.AsyncAnthropic(api_key=k, base_url=proxy.url, max_retries=0, timeout=60))
+               for who, k in (("alice", alice), ("bob", bob))}
+
+    async def one(n: int) -> None:
+        who = "alice" if n % 2 == 0 else "bob"
+        tag = f"run={run} caller={who} n={n}"
+        oc, ac = clients[who]
+        async with semaphore:
+            stream = (n // 4) % 2 == 1  # half the calls streamed
+            try:
+                if (n // 2) % 2 == 0:  # /v1/responses, balanced -> gpt-4o-mini (openai)
+                    result = await oc.responses.create(model="balanced", input=tag, max_output_tokens=50,
+                                                       stream=stream)
+                else:  # /v1/messages, precision -> claude-sonnet-4 (anthropic, x-api-key)
+                    result = await ac.messages.create(model="precision", max_tokens=32, stream=stream,
+                                                      messages=[{"role": "user", "content": tag}])
+                if stream:
+                    assert [event async for event in result]
+            except Exception as exc:  # noqa: BLE001
+                failures.append(f"{tag}: {exc!r}"[:300])
+
+    await asyncio.gather(*(one(n) for n in range(100)))
+    for oc, ac in clients.values():
+        await oc.close()
+        await ac.close()
+    assert not failures, failures[:3]
+    seen: dict[tuple[str, str], set[str | None]] = {}
+    for c in fake.provider.calls:
+        match = re.search(rf"run={run} caller=(\w+) n=(\d+)", json.dumps(c.body))
+        if match:
+            provider = "anthropic" if c.path.endswith("/messages") else "openai"
+            seen.setdefault((match.group(1), provider), set()).add(c.authorization)
+    assert sum(1 for c in fake.provider.calls if f"run={run}" in json.dumps(c.body)) == 100
+    assert seen[("alice", "openai")] == {f"Bearer {secrets['openai']}"}
+    assert seen[("alice", "anthropic")] == {f"Bearer {secrets['anthropic']}"}
+    assert seen[("bob", "openai")] == {"Bearer sk-platform-openai"}
+    assert seen[("bob", "anthropic")] == {"Bearer sk-platform-anthropic"}
+    # Alice's own-key calls charge nothing and say so; Bob's are charged.
+    rows = await wait_rows(module_database, "SELECT byok, credits_charged FROM usage_log WHERE account = $1",
+                           alice_account, count=50)
+    assert len(rows) == 50 and all(r["byok"] and r["credits_charged"] == 0 for r in rows)
+    rows = await wait_rows(module_database, "SELECT byok, credits_charged FROM usage_log WHERE account = $1",
+                           bob_account, count=50)
+    assert len(rows) == 50 and all(not r["byok"] and r["credits_charged"] > 0 for r in rows)
+    assert units_of(balance(proxy, alice)["balance"]) == STARTING * 1_000_000
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_byok_prefer_falls_back_to_the_platform_key(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    """A `prefer` key the provider refuses: the same group is retried once with the platform key
+    (charged), as on chat; the caller's key is tried first."""
+    key, _ = user(keys)
+    provider, level = ("openai", "balanced") if endpoint == "responses" else ("anthropic", "precision")
+    secret = f"sk-carol-{provider}-{uuid.uuid4().hex}"
+    with proxy.client(key) as c:
+        r = c.post("/plugins/byok/keys", json={"provider": provider, "key": secret, "policy": "prefer"})
+        assert r.status_code == 200, r.text
+    fake.provider.rejected_keys.add(secret)
+    tag = f"prefer-{uuid.uuid4().hex[:8]}"
+    headers, text = call(proxy, key, endpoint, level, tag)
+    assert text and headers["x-litellm-plugins-byok"] == "false"
+    assert headers[HDR_GROUP] == FIRST[level]
+    assert [(c.authorization, c.status) for c in upstream_calls(fake, tag)] == [
+        (f"Bearer {secret}", 401), (f"Bearer sk-platform-{provider}", 200)]
+
+
+# ---- more of each API -----------------------------------------------------------------------------
+
+def test_responses_previous_response_id_and_tools(proxy, keys, fake) -> None:  # noqa: ANN001
+    key, _ = user(keys)
+    client = oai(proxy, key)
+    first = client.responses.create(model="balanced", input="first turn")
+    assert first.id
+    second = client.responses.with_raw_response.create(
+        model="balanced", input="second turn", previous_response_id=first.id,
+        tools=[{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}])
+    assert second.headers[HDR_GROUP] == "gpt-4o-mini"
+    up = fake.provider.calls[-1]
+    assert up.path.endswith("/responses") and up.body.get("previous_response_id", "").startswith("resp_fake")
+    assert "lookup" in json.dumps(up.body["tools"])
+
+
+def test_langchain_chat_openai_on_the_responses_api(proxy, keys, fake) -> None:  # noqa: ANN001
+    from langchain_openai import ChatOpenAI
+    key, _ = user(keys)
+    llm = ChatOpenAI(model="eco", api_key=key, base_url=proxy.url + "/v1", max_retries=0, use_responses_api=True)
+    answer = llm.invoke("hello from langchain")
+    assert "w0" in answer.text
+    assert fake.provider.calls[-1].model == UPSTREAM[FIRST["eco"]]
+    chat = ChatOpenAI(model="balanced", api_key=key, base_url=proxy.url + "/v1", max_retries=0)
+    assert "w0" in chat.invoke("hello from langchain chat").text
+    assert fake.provider.calls[-1].model == UPSTREAM[FIRST["balanced"]]
