@@ -2,8 +2,11 @@
 
     python benchmarks/bench_matrix.py --versions 1.108.7,1.102.4 \\
         --variant guard-off:guard.enabled=false --variant console-off:console.enabled=false
+    python benchmarks/bench_matrix.py --apis chat,responses,messages
 
-For each LiteLLM release in ``--versions`` it starts a **bare** proxy (no startup hook, no callbacks)
+``--apis``: the same short request on chat completions, the Responses API (``/v1/responses``) and
+Anthropic Messages (``/v1/messages``); ``eco``'s group speaks chat completions upstream, so LiteLLM
+translates the other two on both proxies alike. For each LiteLLM release in ``--versions`` it starts a **bare** proxy (no startup hook, no callbacks)
 and the proxy **with every capability** (the project's config), all on one fake provider, one
 throwaway database and one Redis prefix. Each ``--variant NAME:KEY.PATH=VALUE[,KEY.PATH=VALUE]`` adds
 one more plugins proxy on the first release with those settings changed. A release other than the
@@ -24,16 +27,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_interleaved import Connection, p, raw_request  # noqa: E402
+from bench_interleaved import Connection, p  # noqa: E402
 from bench_proxy import (BENCH_KEY, CAPABILITIES, ROOT, overrides_of, plugin_settings,  # noqa: E402
                          proxy_env)
 
@@ -42,6 +47,28 @@ import httpx  # noqa: E402
 from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import ProxyProcess, deep_merge, test_config  # noqa: E402
 from tests.support.services import redis_prefix, throwaway_database  # noqa: E402
+
+
+# The request each API gets: the same short prompt and output limit in each API's own shape.
+API_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+
+
+def api_body(api: str, model: str, stream: bool) -> dict:
+    prompt = "Say something short."
+    if api == "responses":
+        body = {"model": model, "input": prompt, "max_output_tokens": 16}
+    else:   # chat and Anthropic messages share the shape of this simple request
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def raw_request(url: str, api: str, model: str, stream: bool) -> bytes:
+    payload = json.dumps(api_body(api, model, stream)).encode()
+    host = urlsplit(url).netloc
+    return (f"POST {API_PATHS[api]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
 def installed_litellm() -> str:
@@ -127,16 +154,18 @@ async def run(args: argparse.Namespace) -> int:
             models = {k: (served if k.startswith("bare") else "eco") for k in proxies}
             print(f"plugins proxies ask for 'eco' (served by {served!r}); bare proxies name {served!r}", flush=True)
             rows = {}
-            for mode in args.modes.split(","):
-                rows[mode] = await run_mode(proxies, models, mode == "stream", args.requests, args.burst)
+            for api in args.apis.split(","):
+                for mode in args.modes.split(","):
+                    rows[f"{api} {mode}"] = await run_mode(proxies, models, api, mode == "stream",
+                                                           args.requests, args.burst)
     finally:
         for proxy in proxies.values():
             proxy.stop()
         fake.terminate()
         fake.wait(timeout=10)
-    print(f"\n### bench_matrix: releases {','.join(versions)}; requests={args.requests} per proxy and mode, "
+    print(f"\n### bench_matrix: releases {','.join(versions)}; apis {args.apis}; requests={args.requests} per proxy and mode, "
           f"burst={args.burst}; variants {' '.join(args.variant) or 'none'}\n")
-    print("| mode | proxy | p50 ms | mean ms | p99 ms | p50 ratio to bare [95% CI] | added p50 ms [95% CI] | errors |")
+    print("| api + mode | proxy | p50 ms | mean ms | p99 ms | p50 ratio to bare [95% CI] | added p50 ms [95% CI] | errors |")
     print("|---|---|---|---|---|---|---|---|")
     failed = False
     for mode, (cycles, errors) in rows.items():
@@ -152,10 +181,10 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def run_mode(proxies: dict[str, ProxyProcess], models: dict[str, str], stream: bool, requests: int,
-                   burst: int) -> tuple[list[dict[str, list[float]]], dict[str, int]]:
+async def run_mode(proxies: dict[str, ProxyProcess], models: dict[str, str], api: str, stream: bool,
+                   requests: int, burst: int) -> tuple[list[dict[str, list[float]]], dict[str, int]]:
     conns = {name: Connection(proxy.url) for name, proxy in proxies.items()}
-    raws = {name: raw_request(proxy.url, models[name], stream) for name, proxy in proxies.items()}
+    raws = {name: raw_request(proxy.url, api, models[name], stream) for name, proxy in proxies.items()}
     errors = dict.fromkeys(proxies, 0)
     for name in proxies:   # warm-up, not recorded
         for _ in range(100):
@@ -186,12 +215,15 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY.PATH=VALUE[,...]",
                         help="one more plugins proxy with these settings, e.g. guard-off:guard.enabled=false")
     parser.add_argument("--modes", default="plain,stream")
+    parser.add_argument("--apis", default="chat", help="comma list of chat, responses, messages")
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per proxy and mode")
     parser.add_argument("--burst", type=int, default=10)
     args = parser.parse_args()
     try:
         for v in args.variant:
             parse_variant(v)
+        if set(args.apis.split(",")) - set(API_PATHS):
+            raise ValueError(f"--apis: choose from {', '.join(API_PATHS)}")
     except ValueError as exc:
         parser.error(str(exc))
     return asyncio.run(run(args))
