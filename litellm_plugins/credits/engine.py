@@ -164,6 +164,10 @@ class Engine:
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             if self.pg is not None and self.pg.active and not await self._redis_back():
+                wait = self.pg.ready_at - time.monotonic()
+                if wait > 0:  # inside the switch grace: wait (asking Redis now and then), no Postgres call
+                    await asyncio.sleep(min(wait, pg_policy.PROBE_SECONDS))
+                    continue
                 placed = await self._postgres_hold(hold, data, amount)
                 if placed is not None:
                     return (*placed, True)

@@ -54,6 +54,7 @@ class PostgresHolds:
         self.starting_units = starting_units
         self.grace = writer_interval + EXTRA_GRACE_SECONDS
         self.active = False  # this worker places holds in Postgres
+        self.ready_at = 0.0  # time.monotonic() when the switch grace is over (no Postgres call before)
         self._last_probe = 0.0
         self._switch_lock = asyncio.Lock()
         self.stats = {"holds": 0, "entered": 0, "switched_back": 0, "rebuilt_accounts": 0}
@@ -63,6 +64,12 @@ class PostgresHolds:
         async with self.pool.acquire(timeout=3.0) as conn:
             await conn.execute("UPDATE credit_ledger_mode SET mode = 'postgres', since = now(), used = false "
                                "WHERE id = 1 AND mode <> 'postgres'")
+            left = await conn.fetchval(
+                "SELECT GREATEST(0, extract(epoch FROM since + make_interval(secs => $1) - clock_timestamp()))"
+                "::float8 FROM credit_ledger_mode WHERE id = 1", self.grace)
+        # Requests wait out the grace here rather than asking Postgres (a crowd polling it would
+        # empty the pool); the first hold after it still checks the grace in Postgres.
+        self.ready_at = time.monotonic() + float(left or 0.0)
         if not self.active:
             log.warning("credits: Redis unreachable; holds go to Postgres")
             self.stats["entered"] += 1
