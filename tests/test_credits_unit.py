@@ -11,8 +11,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from litellm.proxy._types import UserAPIKeyAuth
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from litellm_plugins.core import runtime
 from litellm_plugins.core.context import RequestContext
@@ -22,10 +22,10 @@ from litellm_plugins.core.migrator import migrate
 from litellm_plugins.core.settings import parse_settings
 from litellm_plugins.credits import hook as hook_module
 from litellm_plugins.credits import public, store
-from litellm_plugins.credits.engine import Engine
 from litellm_plugins.credits.cache import CreditCache
-from litellm_plugins.credits.policies.postgres import NOT_POSTGRES, PLACED, TOO_EARLY, PostgresHolds
+from litellm_plugins.credits.engine import Engine
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.policies.postgres import NOT_POSTGRES, PLACED, TOO_EARLY, PostgresHolds
 from litellm_plugins.credits.pricing import build_price_table, estimate_prompt_tokens, worst_case_usd
 from litellm_plugins.credits.spool import Spool
 from tests.support.services import REDIS_URL

@@ -29,8 +29,8 @@ from litellm_plugins.core.runtime import Runtime
 from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
-from litellm_plugins.credits.policies import postgres as pg_policy
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.policies import postgres as pg_policy
 from litellm_plugins.credits.pricing import build_price_table, request_groups, worst_case_usd
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
