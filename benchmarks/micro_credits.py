@@ -10,6 +10,9 @@ Measures, in this process (one client, loopback):
   * flush      — the writer's Postgres + Redis work per request, amortised over batches
                  (hold rows, settle transaction, usage row, Redis release); then the CPU one
                  flush costs this process at batch sizes 1, 10 and 50
+  * hold (Postgres path) — the same ``async_pre_call_hook`` work while Redis is unreachable
+                 (``on_redis_error: postgres``: one ``credits_hold_pg`` call, row-locked on the
+                 account; docs/credits.md "Redis down"), and a settle written straight to Postgres
 Needs the dev services (scripts/dev-env.sh starts them) or TEST_POSTGRES_ADMIN_DSN / TEST_REDIS_URL.
 """
 
@@ -156,6 +159,7 @@ async def main(n: int) -> None:
                 print(f"flush of {size:3d} requests   CPU {cpu / rounds / size * 1e6:8.1f} us/request   "
                       f"wall {wall / rounds * 1e3:6.2f} ms/flush   Postgres CPU {pg / rounds / size * 1e6:8.1f} "
                       f"us/request   Redis CPU {rd / rounds / size * 1e6:6.1f} us/request   ({rounds} flushes)")
+            await postgres_path(n, dsn, pool, config, data, auth)
         finally:
             runtime.install(None)
             keys = [k async for k in redis.scan_iter(match=prefix + "*")]
@@ -163,6 +167,39 @@ async def main(n: int) -> None:
                 await redis.delete(*keys)
             await redis.aclose()
             await pool.close()
+
+
+async def postgres_path(n: int, dsn: str, pool: asyncpg.Pool, config: dict, data: dict,
+                        auth: UserAPIKeyAuth) -> None:
+    """Holds and settles while Redis is unreachable (nothing listens on port 1): the Postgres path."""
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    settings = parse_settings({"database_url": dsn, "redis_url": "redis://127.0.0.1:1/0",
+                               "credits": {"enabled": True, "starting_grant": 1_000_000,
+                                           "spool_dir": f"/tmp/lp-bench-spool-{os.getpid()}"}})
+    rt = runtime.Runtime(settings=settings, config=config, pool=pool, redis=dead)
+    runtime.install(rt)
+    eng = Engine(rt)
+    t0 = time.perf_counter()
+    await eng.pre_call(auth, {**data, "metadata": {}}, "acompletion")  # switches, waits out the grace
+    print(f"switch to Postgres       first hold after {time.perf_counter() - t0:.2f} s "
+          f"(grace {eng.pg.grace:.1f} s: writer interval + 2.5 s)")
+    holds, settles = [], []
+    for i in range(n):
+        req = {**data, "metadata": {}, "litellm_call_id": f"p{i}"}
+        t0 = time.perf_counter()
+        await eng.pre_call(auth, req, "acompletion")
+        holds.append(time.perf_counter() - t0)
+        records = eng.success_records(success_kwargs(req))
+        t0 = time.perf_counter()
+        assert await eng.writer.journal(records)  # written to Postgres at once (the journal's job)
+        settles.append(time.perf_counter() - t0)
+    print(f"hold (Postgres path)     {per_op(holds)}   ({eng.pg.stats['holds']} row-locked holds)")
+    print(f"settle (Postgres path)   {per_op(settles)}   (settle + usage row straight to Postgres)")
+    async with pool.acquire() as c:
+        settled = await c.fetchval("SELECT count(*) FROM credit_ledger WHERE kind = 'settle' "
+                                   "AND call_id LIKE 'p%'")
+    assert settled == n, settled
+    await dead.aclose()
 
 
 if __name__ == "__main__":

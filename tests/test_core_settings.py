@@ -28,6 +28,8 @@ def test_valid_minimal_settings_get_defaults() -> None:
     ({**VALID, "account_order": ["user", "planet"]}, "litellm_plugins.account_order.1:"),
     ({"redis_url": "redis://h"}, "litellm_plugins.database_url: required setting is missing"),
     ({**VALID, "credits": {"enabled": True, "nonsense": 1}}, "litellm_plugins.credits.nonsense: unknown setting"),
+    ({**VALID, "credits": {"on_redis_error": "maybe"}},
+     "litellm_plugins.credits.on_redis_error: Input should be 'postgres', 'reject' or 'allow'"),
 ])
 def test_invalid_settings_name_the_key(section: dict, named: str) -> None:
     with pytest.raises(SettingsError) as info:

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from litellm.proxy._types import UserAPIKeyAuth
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from litellm_plugins.core import runtime
 from litellm_plugins.core.context import RequestContext
@@ -21,8 +22,10 @@ from litellm_plugins.core.migrator import migrate
 from litellm_plugins.core.settings import parse_settings
 from litellm_plugins.credits import hook as hook_module
 from litellm_plugins.credits import public, store
+from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.engine import Engine
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.policies.postgres import NOT_POSTGRES, PLACED, TOO_EARLY, PostgresHolds
 from litellm_plugins.credits.pricing import build_price_table, estimate_prompt_tokens, worst_case_usd
 from litellm_plugins.credits.spool import Spool
 from tests.support.services import REDIS_URL
@@ -451,3 +454,64 @@ async def test_a_flush_writes_what_was_queued_when_it_started_and_requeues_on_ca
     assert settles[0]["n"] == 5
     async with engine.rt.pool.acquire() as conn:
         assert await store.verify(conn) == []
+
+
+def test_on_redis_error_defaults_to_the_postgres_path():
+    s = parse_settings({"database_url": "x", "redis_url": "y"})
+    assert s.credits.on_redis_error == "postgres"
+    with pytest.raises(SettingsError, match=r"litellm_plugins.credits.on_redis_error"):
+        parse_settings({"database_url": "x", "redis_url": "y", "credits": {"on_redis_error": "yes"}})
+
+
+async def test_postgres_holds_are_exact_under_a_race_and_follow_the_mode(database):
+    """The Postgres path (policies/postgres.py) against real Postgres: refused while Redis is the
+    store, too early inside the switch grace, then exact under 40 concurrent holds (row lock), the
+    worker's unflushed Redis holds counted, idempotent per hold id; a switch back that cannot reach
+    Redis leaves Postgres in charge, one that can drops the cached accounts and hands holds back."""
+    conn = await asyncpg.connect(database)
+    await migrate(conn)
+    await conn.close()
+    pool = await create_pool(database, 1, 20)
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there: Redis is down
+    live = aioredis.Redis.from_url(REDIS_URL)
+    prefix = f"lp_test_{uuid.uuid4().hex[:8]}:"
+    try:
+        pg = PostgresHolds(pool, CreditCache(dead, prefix), starting_units=1000, writer_interval=0.0)
+        pg.grace = 0.3
+        now = time.time()
+        assert (await pg.hold("h-early", "c", "user:race", 100, now, 0))[0] == NOT_POSTGRES
+        await pg.enter()
+        status, _, _, wait_ms = await pg.hold("h-early", "c", "user:race", 100, now, 0)
+        assert status == TOO_EARLY and 0 < wait_ms <= 300
+        await asyncio.sleep(0.35)
+        results = await asyncio.gather(*(pg.hold(f"h{i}", f"c{i}", "user:race", 150, now, 0) for i in range(40)))
+        placed = [r for r in results if r[0] == PLACED]
+        assert len(placed) == 1000 // 150 and all(r[0] == 0 for r in results if r[0] != PLACED)
+        assert max(r[2] for r in placed) == 900 and {r[1] for r in results} == {1000}
+        again = await pg.hold("h0", "c0", "user:race", 150, now, 0) if results[0][0] == PLACED else None
+        assert again is None or again[0] == PLACED
+        assert (await pg.hold("h-unflushed", "c", "user:race", 100, now, 1))[0] == 0  # 100 free, 1 unit elsewhere
+        assert (await pg.hold("h-last", "c", "user:race", 100, now, 0))[0] == PLACED
+        async with pool.acquire() as c:
+            assert await c.fetchval("SELECT sum(amount) FROM credit_holds WHERE account = 'user:race' "
+                                    "AND status = 'pending'") == 1000
+            assert await c.fetchval("SELECT count(*) FROM credit_ledger WHERE account = 'user:race' "
+                                    "AND kind = 'hold'") == 7
+            assert await store.verify(c) == []
+        with pytest.raises(RedisConnectionError):  # the transaction rolls back: mode stays 'postgres'
+            await pg.switch_back()
+        assert pg.active and (await pg.hold("h-more", "c", "user:race", 0, now, 0))[0] == PLACED
+        live_pg = PostgresHolds(pool, CreditCache(live, prefix), starting_units=1000, writer_interval=0.0)
+        await live.hset(f"{prefix}credits:acct:user:race", mapping={"balance": 1000, "held": 0, "version": 1})
+        await live.hset(f"{prefix}credits:holds:user:race", "h-redis", "5:0")
+        await live_pg.switch_back()
+        assert not await live.exists(f"{prefix}credits:acct:user:race")  # rebuilt from Postgres on next use
+        assert await live.exists(f"{prefix}credits:holds:user:race")  # Redis-placed holds are kept
+        assert (await pg.hold("h-after", "c", "user:race", 0, now, 0))[0] == NOT_POSTGRES
+    finally:
+        keys = [k async for k in live.scan_iter(match=prefix + "*")]
+        if keys:
+            await live.delete(*keys)
+        await live.aclose()
+        await dead.aclose()
+        await pool.close()

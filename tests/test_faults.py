@@ -30,10 +30,13 @@ What callers see, and why that is the policy:
    starting balance is unknowable without Postgres. A BYOK key holder whose keys the worker never
    loaded also gets a 503 (BYOK fails closed instead of guessing "no key"); keyless callers are served.
 3. *Redis FLUSHALL, then Redis stopped and restarted*: after the flush, accounts are rebuilt from
-   Postgres on their next request (still 200). While Redis is unreachable the credit check cannot be
-   made atomically across instances, so requests get 503 (``on_redis_error: reject``): serving
-   unheld would let parallel calls overspend a balance. Afterwards balances converge to Postgres,
-   health state is rebuilt, BYOK invalidations reach the other proxy again.
+   Postgres on their next request (still 200). While Redis is unreachable holds are placed in
+   Postgres (``on_redis_error: postgres``, the default: one row-locked hold per request, exact across
+   instances), so requests are still served — slower for the first few seconds, while the holds Redis
+   granted before the outage reach Postgres (docs/credits.md, "Redis down"); no 503. When Redis
+   answers again it is rebuilt from Postgres; balances converge, health state is rebuilt, BYOK
+   invalidations reach the other proxy again. (``on_redis_error: reject`` — 503 while Redis is down —
+   is tested in tests/test_credits_outage.py.)
 4. *provider 5xx, then timeouts*: callers get 200 through routing's fallbacks, the health circuit of
    the failing deployment opens (its traffic stops), and after the provider recovers and the cool-down
    passes it serves again.
@@ -87,9 +90,9 @@ class Profile:
 
 PROFILES = {
     "short": Profile(threads=6, rate=3.0, warmup_s=2.0, kill_after_s=2.5, pg_down_s=5.0, redis_phase_s=1.5,
-                     redis_down_s=1.5, provider_fault_s=4.0),
+                     redis_down_s=5.0, provider_fault_s=4.0),
     "long": Profile(threads=8, rate=5.0, warmup_s=10.0, kill_after_s=15.0, pg_down_s=10.0, redis_phase_s=8.0,
-                    redis_down_s=5.0, provider_fault_s=15.0),
+                    redis_down_s=10.0, provider_fault_s=15.0),
 }
 PROFILE_NAME = os.environ.get("FAULTS_PROFILE", "short")
 P = PROFILES[PROFILE_NAME]
@@ -539,7 +542,7 @@ async def test_redis_flush_and_restart_recovers(proxies, model_groups, fake, pg,
                 f"Redis balances == Postgres, held 0; credits verify OK")
     print(entry)
     assert_musts(found)
-    assert set(statuses_during) <= {503}, statuses_during
+    assert statuses_during and set(statuses_during) == {200}, statuses_during  # 0 x 503
     assert before and all(r.status == 200 for r in before), Counter(r.status for r in before)
     assert after and all(r.status == 200 for r in after), Counter(r.status for r in after)
 

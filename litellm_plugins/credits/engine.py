@@ -30,6 +30,7 @@ from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
+from litellm_plugins.credits.policies import postgres as pg_policy
 from litellm_plugins.credits.pricing import INPUT_ONLY_CALLS, build_price_table, request_groups, worst_case_usd
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
@@ -52,15 +53,22 @@ class Engine:
         self.cache = CreditCache(rt.redis, rt.settings.redis_key_prefix, SendOnlyRedis(rt.settings.redis_url))
         self.spool = Spool(self.settings.spool_dir, rt.settings.database_url, self.settings.spool_max_bytes)
         self.starting_units = credits_to_units(self.settings.starting_grant)
+        # The Postgres path (policies/postgres.py): holds in the book of record while Redis is down.
+        self.pg = pg_policy.PostgresHolds(rt.pool, self.cache, self.starting_units,
+                                          self.settings.writer_interval_seconds) \
+            if self.settings.on_redis_error == "postgres" else None
         self.writer = Writer(rt.pool, self.cache, self.spool, self.settings.writer_batch_size,
                              self.settings.writer_interval_seconds, self.settings.hold_ttl_seconds,
-                             self.starting_units)
+                             self.starting_units, pg_active=self._pg_active)
         self.leases = Leases(self.cache, self.settings.lease_requests, self.settings.lease_seconds,
                              self.settings.lease_headroom)
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()  # strong references to close_abandoned's tasks
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _pg_active(self) -> bool:
+        return self.pg is not None and self.pg.active
+
     def tier_of(self, caller: Caller | None, ctx: dict[str, Any]) -> str:
         if caller is not None:
             tier = caller.metadata.get("tier") or caller.team_metadata.get("tier")
@@ -82,9 +90,20 @@ class Engine:
                 if await self.cache.redis.exists(self.cache.acct_key(account)):
                     return
                 try:
-                    async with self.rt.pool.acquire(timeout=3.0) as conn:
-                        await store.ensure_account(conn, account, self.starting_units)
-                        state = await store.load_state(conn, account)
+                    state = None
+                    for _ in range(2):
+                        async with self.rt.pool.acquire(timeout=3.0) as conn:
+                            # Postgres still placing holds (another worker saw Redis down): an account
+                            # rebuilt now could miss them; switch back first (it waits for them).
+                            if self.pg is not None and await self.pg.mode(conn) == "postgres":
+                                switch = True
+                            else:
+                                switch = False
+                                await store.ensure_account(conn, account, self.starting_units)
+                                state = await store.load_state(conn, account)
+                        if not switch:
+                            break
+                        await self.pg.switch_back()
                 except store.UNAVAILABLE:
                     service_unavailable("credits: the credit ledger is unavailable, try again shortly", 5)
                 assert state is not None
@@ -121,11 +140,99 @@ class Engine:
             return
         input_only = str(call_type) in INPUT_ONLY_CALLS
         amount = max(self.worst_case_units(group, data, markup, input_only) for group in request_groups(data))
-        leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
-        if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
-            self._placed(hold, data, amount, leased_balance, ctx, caller)
-            metrics.hold("leased")
+        if not self._pg_active():
+            leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
+            if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
+                self._placed(hold, data, amount, leased_balance, ctx, caller)
+                metrics.hold("leased")
+                return
+        hold["rejected"] = True  # until placed: a 503 from here on is a pre-call rejection
+        sent_at = time.monotonic()
+        try:
+            placed = await self._place(hold, data, amount)
+        except Exception:  # the 503s of _place: Redis (and Postgres) unavailable
+            metrics.hold("unavailable")
+            raise
+        hold.pop("rejected", None)
+        if placed is None:  # on_redis_error: allow
+            hold["unheld"] = True
+            metrics.hold("unheld")
             return
+        status, balance, held, in_postgres = placed
+        metrics.hold("placed" if status == 1 else "refused", time.monotonic() - sent_at)
+        if status != 1:
+            hold["rejected"] = True
+            available = max(balance - held, 0)
+            raise plugin_error(
+                402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
+                "insufficient_credits")
+        self._placed(hold, data, amount, balance, ctx, caller, queued=not in_postgres)
+
+    async def _place(self, hold: dict[str, Any], data: dict[str, Any],
+                     amount: int) -> tuple[int, int, int, bool] | None:
+        """Place the hold in Redis, or in Postgres while Redis is unreachable (``on_redis_error:
+        postgres``) -> (status, balance, held, placed in Postgres); None: serve unheld (``allow``)."""
+        account = hold["account"]
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if self.pg is not None and self.pg.active and not await self._redis_back():
+                wait = self.pg.ready_at - time.monotonic()
+                if wait > 0:  # inside the switch grace: wait (asking Redis now and then), no Postgres call
+                    await asyncio.sleep(min(wait, pg_policy.PROBE_SECONDS))
+                    continue
+                placed = await self._postgres_hold(hold, data, amount)
+                if placed is not None:
+                    return (*placed, True)
+                continue  # too early after the switch, or switched back meanwhile: ask again
+            try:
+                return (*await self._redis_hold(account, hold, amount), False)
+            except (RedisError, OSError) as exc:
+                if self.settings.on_redis_error == "allow":
+                    log.warning("credits: Redis unavailable (%s); serving without a hold", type(exc).__name__)
+                    return None
+                if self.pg is None:
+                    service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+                log.warning("credits: Redis unavailable (%s); placing holds in Postgres", type(exc).__name__)
+                self.leases.drop_all()
+                try:
+                    await self.pg.enter()
+                except store.UNAVAILABLE:  # both down: nothing can check the balance
+                    service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+        service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+
+    async def _redis_back(self) -> bool:
+        """On the Postgres path: is Redis answering again (asked at most every PROBE_SECONDS)? If so,
+        switch back (Redis rebuilt from Postgres) before the caller uses it."""
+        assert self.pg is not None
+        if not self.pg.probe_due() or not await self.pg.redis_answers():
+            return False
+        try:
+            await self.pg.switch_back()
+        except store.UNAVAILABLE:
+            service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+        except (RedisError, OSError):
+            return False
+        return True
+
+    async def _postgres_hold(self, hold: dict[str, Any], data: dict[str, Any],
+                             amount: int) -> tuple[int, int, int] | None:
+        assert self.pg is not None
+        account = hold["account"]
+        call_id = data.get("litellm_call_id") or hold["id"]
+        try:
+            status, balance, held, wait_ms = await self.pg.hold(
+                hold["id"], call_id, account, amount, hold["t0"], self.writer.unflushed_amount(account))
+        except store.UNAVAILABLE:  # both down: nothing can check the balance
+            service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
+        if status == pg_policy.TOO_EARLY:
+            await asyncio.sleep(min(wait_ms / 1000, pg_policy.PROBE_SECONDS))
+            return None
+        if status == pg_policy.NOT_POSTGRES:  # another worker switched back: try Redis
+            self.pg.active = False
+            return None
+        return status, balance, held
+
+    async def _redis_hold(self, account: str, hold: dict[str, Any], amount: int) -> tuple[int, int, int]:
         lease_args, generation = self.leases.exact_args(account, amount)
         sent_at = time.monotonic()
         try:
@@ -134,39 +241,22 @@ class Engine:
             except RedisConnectionError:  # a pooled connection that died with a Redis restart: once more
                 status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
             if status == -1:
-                hold["rejected"] = True  # until placed: a 503 from the rebuild is a pre-call rejection
                 await self.ensure_cached(account)
                 status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
-                hold.pop("rejected", None)
-        except (RedisError, OSError) as exc:
-            if self.settings.on_redis_error == "allow":
-                log.warning("credits: Redis unavailable (%s); serving without a hold", type(exc).__name__)
-                hold["unheld"] = True
-                hold.pop("rejected", None)
-                metrics.hold("unheld")
-                return
-            hold["rejected"] = True
-            metrics.hold("unavailable")
-            service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
         finally:
             self.leases.answered(account, lease_args)
         self.leases.after_exact(account, lease_args, generation, granted, balance, sent_at)
-        metrics.hold("placed" if status == 1 else "refused", time.monotonic() - sent_at)
-        if status != 1:
-            hold["rejected"] = True
-            available = max(balance - held, 0)
-            raise plugin_error(
-                402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
-                "insufficient_credits")
-        self._placed(hold, data, amount, balance, ctx, caller)
+        return status, balance, held
 
     def _placed(self, hold: dict[str, Any], data: dict[str, Any], amount: int, balance: int,
-                ctx: dict[str, Any], caller: Caller) -> None:
+                ctx: dict[str, Any], caller: Caller, queued: bool = True) -> None:
         hold["amount"] = amount
         hold["balance"] = balance
         if amount > 0:
             hold["call_id"] = data.get("litellm_call_id") or hold["id"]
             scope.track(hold, ctx, caller, data.get("stream") is True)  # voided if the request ends unreported
+            if not queued:  # placed in Postgres by credits_hold_pg: the row is there already
+                return
             self.writer.put({"op": "hold", "id": hold["id"], "call_id": hold["call_id"],
                              "account": hold["account"], "amount": amount, "ts": hold["t0"]})
 

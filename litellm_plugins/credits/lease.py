@@ -193,6 +193,14 @@ class Leases:
             self.stats["returned"] += 1
             metrics.lease("returned")
 
+    def drop_all(self) -> None:
+        """Redis unreachable (the Postgres path takes over): carve from no lease of this worker again;
+        each is given back when Redis answers (next tick), or released by the reconciler."""
+        leases, self.by_account = self.by_account, {}
+        for account, lease in leases.items():
+            lease.remaining = 0
+            self._unsent.append((account, lease.field))
+
     async def close(self) -> None:
         """Shutdown: give every lease back (awaited, so it is done before the worker exits)."""
         leases, self.by_account = self.by_account, {}

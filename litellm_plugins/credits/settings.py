@@ -56,8 +56,10 @@ class CreditsSettings(BaseModel):
     lease_headroom: int = Field(default=10, ge=1, le=10_000,
                                 description="A lease is granted only if the account keeps this many times "
                                             "its size free afterwards.")
-    on_redis_error: Literal["reject", "allow"] = Field(
-        default="reject", description="reject = 503 when Redis cannot place the hold; allow = serve unheld.")
+    # docs/credits.md, "Redis down".
+    on_redis_error: Literal["postgres", "reject", "allow"] = Field(
+        default="postgres", description="postgres = place holds in Postgres while Redis is unreachable; "
+                                        "reject = 503 when Redis cannot place the hold; allow = serve unheld.")
 
     _normalise = field_validator("starting_grant", "credits_per_usd", "max_grant", mode="before")(
         classmethod(lambda cls, v: _decimal(v)))

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -49,7 +50,8 @@ def _hold(rec: dict[str, Any]) -> store.HoldOp:
 
 class Writer:
     def __init__(self, pool: asyncpg.Pool, cache: CreditCache, spool: Spool, batch_size: int,
-                 interval: float, hold_ttl: int, starting_units: int) -> None:
+                 interval: float, hold_ttl: int, starting_units: int,
+                 pg_active: Callable[[], bool] | None = None) -> None:
         self.pool = pool
         self.cache = cache
         self.spool = spool
@@ -61,6 +63,9 @@ class Writer:
         # Holds placed by this worker and not yet in Postgres, by account: a Redis rebuild includes them.
         self.unflushed: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
         self.pg_down = False
+        # True while holds go to Postgres (Redis unreachable): records are written to Postgres
+        # directly where they would be journalled in Redis (``journal``).
+        self.pg_active = pg_active or (lambda: False)
         self._event = asyncio.Event()
         self._lock = asyncio.Lock()
         self._last_replay = 0.0
@@ -104,6 +109,8 @@ class Writer:
         """One script call: the records into the shared journal, the hold shrunk / dropped to match.
         Sent without awaiting (``CreditCache.send_journal``) when the send-only connection is up, so
         the caller does not yield to the event loop; awaited through redis-py when it is down."""
+        if self.pg_active():
+            return await self._write_through(records)
         money = next((r for r in records if r["op"] in ("settle", "void")), None)
         row = next((r["row"] for r in records if r["op"] == "usage"), None)
         account = (money or {}).get("account") or (row or {}).get("account")
@@ -121,6 +128,21 @@ class Writer:
                 log.warning("credits: Redis journal unavailable (%s); records kept in memory only",
                             type(exc).__name__)
         return False
+
+    async def _write_through(self, records: list[dict[str, Any]]) -> bool:
+        """Redis unreachable: the records go to Postgres now (one ``apply_batch`` call -- the durable
+        copy a kill -9 cannot lose, as the journal is otherwise); they stay queued too, and the
+        flush writing them again changes nothing (every record is idempotent)."""
+        try:
+            await self._apply(records, release=False)
+            return True
+        except Exception as exc:  # noqa: BLE001 - Postgres down too: the queued copy is spooled by the flush
+            log.warning("credits: direct Postgres write failed (%s); records kept in memory", type(exc).__name__)
+            return False
+
+    def unflushed_amount(self, account: str) -> int:
+        """Units this worker holds through Redis on ``account`` that Postgres does not have yet."""
+        return sum(amt for amt, _ in self.unflushed.get(account, {}).values())
 
     def unflushed_holds(self, account: str) -> list[tuple[str, int, int]]:
         return [(hid, amt, ts) for hid, (amt, ts) in self.unflushed.get(account, {}).items()]
@@ -229,7 +251,7 @@ class Writer:
         except (RedisError, OSError):
             log.warning("Redis unavailable while spooling; the reconciler will correct it")
 
-    async def _apply(self, batch: list[dict[str, Any]]) -> None:
+    async def _apply(self, batch: list[dict[str, Any]], release: bool = True) -> None:
         holds = [_hold(r) for r in batch if r["op"] == "hold"]
         settles = [(_hold(r), int(r["charge"])) for r in batch if r["op"] == "settle"]
         voids = [_hold(r) for r in batch if r["op"] == "void"]
@@ -244,7 +266,7 @@ class Writer:
                 if not pending:
                     self.unflushed.pop(hold.account, None)
         fields = [_journal_field(r) for r in batch if r["op"] != "hold"]
-        if releases or fields:
+        if release and (releases or fields):
             try:
                 await self.cache.release_batch(releases, fields)
             except (RedisError, OSError):
