@@ -4,8 +4,12 @@ the pin, the Dockerfile and docker-compose.yml, the README's quick start and .ci
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
+import subprocess
+import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -107,3 +111,22 @@ def test_readme_quick_start_and_ci_run_the_same_test_command() -> None:
                     ("", " -q || newest=$?")], runs
     assert 'wait "$low_pid" || low=$?' in ci
     assert re.search(r"^\[ \"\$newest\" -eq 0 \] && \[ \"\$low\" -eq 0 \]$", ci, re.M)
+
+
+def test_litellm_otel_plumbing_imports() -> None:
+    """docs/litellm.md fact 33: LiteLLM's auth imports its OTel plumbing inside the function, on every
+    request. The import must succeed (then it is cached): a failing one is retried per request
+    (~1.5 ms each) and a proxy of the fault suite segfaulted inside it."""
+    code = textwrap.dedent("""
+        import ast, importlib, inspect, textwrap
+        from litellm.proxy.auth import user_api_key_auth as auth
+        source = textwrap.dedent(inspect.getsource(auth._seed_request_destinations))
+        modules = [n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)]
+        for name in modules:
+            importlib.import_module(name)
+        print("imported", len(modules))
+    """)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^imported [1-9]", result.stdout, re.M), result.stdout
