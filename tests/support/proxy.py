@@ -134,14 +134,15 @@ class ProxyProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.meant_down = False   # stop()/kill() called: an exit is the test's doing, not a crash
+        self.was_ready = False    # answered its readiness check at least once
         ProxyProcess.started.append(self)
 
     started: list[ProxyProcess] = []   # every proxy of this test run (for failure reports)
 
     def crash_report(self) -> str | None:
         """Why this proxy is not serving when no test stopped it (exit code + log tail), else None."""
-        if self.process is None or self.meant_down or self.process.poll() is None:
-            return None
+        if self.process is None or self.meant_down or not self.was_ready or self.process.poll() is None:
+            return None   # never served (e.g. a startup refusal a test asked for), stopped, or running
         return (f"{self.name} (port {self.port}) exited by itself with code {self.process.returncode}; "
                 f"log {self.log_path}:\n{self.log_tail(80)}")
 
@@ -198,6 +199,7 @@ class ProxyProcess:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + path, timeout=2.0).status_code == 200:
+                    self.was_ready = True
                     return
             except httpx.HTTPError:
                 pass
