@@ -152,8 +152,12 @@ class Catalog:
                          if not (self.entries[i].byok_servable and self.entries[i].provider in own))
 
 
-def _router() -> Any | None:
-    # Through sys.modules: importing proxy_server here would import it while it loads our hooks.
+def current_router() -> Any | None:
+    """The proxy's ``llm_router`` (None outside a proxy, or before it loaded its config).
+
+    Read through ``sys.modules`` so importing our packages never imports ``proxy_server`` (our hook
+    modules are themselves imported while ``proxy_server`` loads the config).
+    """
     module = sys.modules.get("litellm.proxy.proxy_server")
     return getattr(module, "llm_router", None) if module is not None else None
 
@@ -170,7 +174,7 @@ _cached: Catalog | None = None
 def snapshot() -> Catalog | None:
     """The catalog of the live router (None before the proxy loaded its config)."""
     global _cached
-    router = _router()
+    router = current_router()
     if router is None:
         return None
     cached = _cached

@@ -15,22 +15,13 @@ or its deployment count changes (models added through LiteLLM's API).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from litellm_plugins.core.catalog import current_router
+
 _COOLDOWN_KEY = "deployment:{}:cooldown"  # litellm.router_utils.cooldown_cache.CooldownCache key format
-
-
-def current_router() -> Any | None:
-    """The proxy's ``llm_router`` (None outside a proxy, or before it loaded its config).
-
-    Read through ``sys.modules`` so importing this package never imports ``proxy_server`` (the hook
-    module is itself imported while ``proxy_server`` loads the config).
-    """
-    module = sys.modules.get("litellm.proxy.proxy_server")
-    return getattr(module, "llm_router", None) if module is not None else None
 
 
 @dataclass(frozen=True, slots=True)
