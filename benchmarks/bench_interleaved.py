@@ -90,13 +90,25 @@ class Connection:
             self.reader = self.writer = None
 
 
-def raw_request(url: str, model: str, stream: bool) -> bytes:
-    body = {"model": model, "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
+# The request each API gets: the same short prompt and output limit in each API's own shape.
+API_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+
+
+def api_body(api: str, model: str, stream: bool) -> dict:
+    prompt = "Say something short."
+    if api == "responses":
+        body = {"model": model, "input": prompt, "max_output_tokens": 16}
+    else:   # chat and Anthropic messages share the shape of this simple request
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16}
     if stream:
         body["stream"] = True
-    payload = json.dumps(body).encode()
+    return body
+
+
+def raw_request(url: str, model: str, stream: bool, api: str = "chat") -> bytes:
+    payload = json.dumps(api_body(api, model, stream)).encode()
     host = urlsplit(url).netloc
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    return (f"POST {API_PATHS[api]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 

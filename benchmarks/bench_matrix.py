@@ -27,18 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_interleaved import Connection, p  # noqa: E402
+from bench_interleaved import API_PATHS, Connection, p, raw_request  # noqa: E402
 from bench_proxy import (BENCH_KEY, CAPABILITIES, ROOT, overrides_of, plugin_settings,  # noqa: E402
                          proxy_env)
 
@@ -47,28 +45,6 @@ import httpx  # noqa: E402
 from tests.support.fake_provider import free_port  # noqa: E402
 from tests.support.proxy import ProxyProcess, deep_merge, test_config  # noqa: E402
 from tests.support.services import redis_prefix, throwaway_database  # noqa: E402
-
-
-# The request each API gets: the same short prompt and output limit in each API's own shape.
-API_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
-
-
-def api_body(api: str, model: str, stream: bool) -> dict:
-    prompt = "Say something short."
-    if api == "responses":
-        body = {"model": model, "input": prompt, "max_output_tokens": 16}
-    else:   # chat and Anthropic messages share the shape of this simple request
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16}
-    if stream:
-        body["stream"] = True
-    return body
-
-
-def raw_request(url: str, api: str, model: str, stream: bool) -> bytes:
-    payload = json.dumps(api_body(api, model, stream)).encode()
-    host = urlsplit(url).netloc
-    return (f"POST {API_PATHS[api]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
 def installed_litellm() -> str:
@@ -184,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
 async def run_mode(proxies: dict[str, ProxyProcess], models: dict[str, str], api: str, stream: bool,
                    requests: int, burst: int) -> tuple[list[dict[str, list[float]]], dict[str, int]]:
     conns = {name: Connection(proxy.url) for name, proxy in proxies.items()}
-    raws = {name: raw_request(proxy.url, api, models[name], stream) for name, proxy in proxies.items()}
+    raws = {name: raw_request(proxy.url, models[name], stream, api) for name, proxy in proxies.items()}
     errors = dict.fromkeys(proxies, 0)
     for name in proxies:   # warm-up, not recorded
         for _ in range(100):
