@@ -275,6 +275,16 @@ async def test_redis_down_10s_two_proxies_serves_from_postgres(proxy, proxy_b, k
     assert verify_cli(proxy, pg.dsn).returncode == 0
 
 
+def _until_served(client, seconds: float):
+    """Send BODY until it is a 200 or ``seconds`` pass (services coming back); the last response."""
+    deadline = time.time() + seconds
+    while True:
+        r = client.post("/v1/chat/completions", json=BODY)
+        if r.status_code == 200 or time.time() >= deadline:
+            return r
+        time.sleep(0.5)
+
+
 async def test_redis_and_postgres_down_is_503_with_retry_after(proxy, keys, fake, pg, rds):
     """Both down: nothing can check a balance, so a clean 503 with Retry-After; served again after."""
     keys.add("sk-both", user_id="both-user")
@@ -290,12 +300,7 @@ async def test_redis_and_postgres_down_is_503_with_retry_after(proxy, keys, fake
         assert r.status_code == 503, r.text
         assert r.headers.get("retry-after") == "5"
         assert "unavailable" in r.json()["error"]["message"]
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            r = c.post("/v1/chat/completions", json=BODY)
-            if r.status_code == 200:
-                break
-            time.sleep(0.5)
+        r = _until_served(c, 30)
         assert r.status_code == 200, r.text
     await check_books(proxy, pg, "user:both-user", 2)
 
@@ -337,12 +342,7 @@ async def test_redis_down_rejects_cleanly_then_recovers_when_configured_to(rejec
         finally:
             rds.start()
         assert calls == 1  # the provider was not called without a hold
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            r = c.post("/v1/chat/completions", json=BODY)
-            if r.status_code == 200:
-                break
-            time.sleep(0.5)
+        r = _until_served(c, 20)
         assert r.status_code == 200, r.text
     await check_books(proxy, pg, "user:rdown-user", 2)
     rejected = await eventually(pg.dsn, "SELECT error_type FROM usage_log WHERE account = 'user:rdown-user' "
