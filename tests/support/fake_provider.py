@@ -247,7 +247,7 @@ class FakeProvider:
 
             def event(kind: str, **fields: Any) -> bytes:
                 payload = {"type": kind, "sequence_number": next(seq), **fields}
-                return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+                return _sse(payload, kind)
 
             yield event("response.created", response=response("in_progress", [], False))
             yield event("response.in_progress", response=response("in_progress", [], False))
@@ -286,7 +286,7 @@ class FakeProvider:
 
         async def events():
             def event(kind: str, **fields: Any) -> bytes:
-                return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+                return _sse({"type": kind, **fields}, kind)
 
             yield event("message_start", message={
                 "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -370,8 +370,10 @@ class FakeProvider:
         return JSONResponse({"ok": True})
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
+def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
+    """One server-sent event; named (``event: …``) as the Responses and Messages APIs send them."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
