@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -173,10 +174,12 @@ async def test_levels_route_charge_exactly_and_log_usage(proxy, keys, fake, modu
     assert [r["delta"] for r in settles] == [-want]  # LiteLLM's cost to the unit, charged once
     held = units_of(headers["x-litellm-plugins-credits-held"])
     assert held >= want
-    if endpoint == "responses" and not stream:  # the cost is known before the response leaves
+    if not stream:  # the cost is known before the response leaves (/v1/messages too: fact 30)
         assert units_of(headers["x-litellm-plugins-credits-charged"]) == want
         assert units_of(headers["x-litellm-plugins-credits-balance"]) == STARTING * 1_000_000 - want
-    else:  # streams, and /v1/messages' plain-dict answers (docs/litellm.md fact 30): settled after
+        litellm_cost = Decimal(headers["x-litellm-response-cost"])  # LiteLLM's own figure, in its header
+        assert int((litellm_cost * RATE * UNIT).to_integral_value(ROUND_HALF_UP)) == want
+    else:  # streams: headers leave before the cost is known; settled after the stream
         assert "x-litellm-plugins-credits-charged" not in headers
     [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
     assert (row["status"], row["power_level"], row["model_group"], row["stream"], row["byok"]) == (
@@ -484,3 +487,46 @@ def test_langchain_chat_openai_on_the_responses_api(proxy, keys, fake) -> None: 
     chat = ChatOpenAI(model="balanced", api_key=key, base_url=proxy.url + "/v1", max_retries=0)
     assert "w0" in chat.invoke("hello from langchain chat").text
     assert fake.provider.calls[-1].model == UPSTREAM[FIRST["balanced"]]
+
+
+# ---- kill -9 right after the answers ----------------------------------------------------------------
+
+async def test_kill_right_after_plain_messages_answers_loses_no_charge(proxy, start_proxy, keys, fake,  # noqa: ANN001
+                                                                       module_database) -> None:
+    """A second proxy (writer interval 1 s) answers plain /v1/messages calls; the first answer to
+    arrive kills it (-9, microseconds later), before its writer flushed and before LiteLLM's success
+    callbacks of the others could run. Every call a client saw answered still gets its one settle (the
+    charge its header said) and its usage row, written by the module proxy's reconciler from the Redis
+    journal: the answer is journalled in the response-headers hook, before it leaves, since its cost
+    is asked of LiteLLM's calculator there (docs/litellm.md fact 30). Journalled from the success
+    callback instead (as before), this test lost the first answer's records in 2 runs of 2."""
+    crash = start_proxy(plugins={"credits": {"starting_grant": STARTING, "writer_interval_seconds": 1}},
+                        native_wire=("anthropic/",), name="crash")
+    key, account = user(keys)
+    answered: list[int] = []
+    start = threading.Barrier(4)
+
+    def one(n: int) -> None:
+        body = {"model": "precision", "max_tokens": 32, "messages": [{"role": "user", "content": f"kill {n}"}]}
+        with httpx.Client(base_url=crash.url, timeout=30) as c:
+            start.wait()
+            try:
+                r = c.post("/v1/messages", json=body, headers={"Authorization": f"Bearer {key}"})
+            except httpx.HTTPError:
+                return  # killed before this one was answered
+            if r.status_code == 200:
+                crash.kill()
+                answered.append(units_of(r.headers["x-litellm-plugins-credits-charged"]))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert answered and all(charge > 0 for charge in answered)
+    settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
+                              account, count=len(answered), timeout=30)
+    assert sorted(-r["delta"] for r in settles) == sorted(answered)
+    rows = await wait_rows(module_database, "SELECT credits_charged FROM usage_log WHERE account = $1 "
+                           "AND status = 'success'", account, count=len(answered), timeout=15)
+    assert sorted(r["credits_charged"] for r in rows) == sorted(answered)

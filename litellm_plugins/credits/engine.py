@@ -270,10 +270,9 @@ class Engine:
         headers = {HEADER_HELD: fmt(hold["amount"]) or "0"}
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
-        # A non-streamed /v1/messages answer is a plain dict whose hidden params LiteLLM drops before
-        # this hook (docs/litellm.md fact 30): no cost here, so no charged header, as for a stream;
-        # the success callback settles it. Recomputing the cost here would put LiteLLM's cost
-        # calculation a second time on the request path.
+        if cost is None and isinstance(response, dict) and not data.get("stream"):
+            hidden = {"model_id": ctx.get("attempt_model_id")}
+            cost = _plain_dict_cost(data, response)
         balance = hold.get("balance")
         if cost is not None and not data.get("stream"):
             charged = 0 if ctx.get("byok_used") else charge_units(
@@ -580,6 +579,35 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
         "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
         "first_choice_group": first,
     }
+
+
+def _plain_dict_cost(data: dict[str, Any], response: dict[str, Any]) -> float | None:
+    """LiteLLM's cost of a non-streamed answer that is a plain dict (``/v1/messages``).
+
+    LiteLLM drops such an answer's hidden params before the response-headers hook
+    (docs/litellm.md fact 30), and its logging object has not stored the cost yet either: it computes
+    it for its own ``x-litellm-response-cost`` header with the logging object's calculator, and the
+    success callback does the same after the response. Asking that calculator here gives the same
+    number before the response leaves, so the call is charged, shown (``credits-charged``) and
+    journalled like any other non-streamed answer (a kill -9 right after the answer loses nothing).
+    It costs one more run of LiteLLM's cost calculation on this route (~0.1 ms, BENCHMARKS.md).
+    """
+    logging_obj = data.get("litellm_logging_obj")
+    # 1.108 names it response_cost_calculator (keeping the old name as an alias); 1.102.4 has only
+    # _response_cost_calculator, which its own /v1/messages cost header calls too.
+    calculate = (getattr(logging_obj, "response_cost_calculator", None)
+                 or getattr(logging_obj, "_response_cost_calculator", None))
+    if calculate is None:
+        return None
+    stored = logging_obj.model_call_details.get("response_cost")
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool):
+        return stored
+    try:
+        cost = calculate(result=response)
+    except Exception:  # noqa: BLE001 - no early charge then; the success callback settles it
+        log.debug("credits: no cost for a plain-dict answer", exc_info=True)
+        return None
+    return cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
 
 def _tokens(usage: Any, *names: str) -> int:
