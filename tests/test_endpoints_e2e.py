@@ -33,7 +33,7 @@ import openai
 import pytest
 import yaml
 
-from tests.support.fake_provider import FakeProvider
+from tests.support.fake_provider import TOOL_ARGUMENTS, FakeProvider
 
 PROXY_CFG = yaml.safe_load((Path(__file__).resolve().parents[1] / "proxy_config.yaml").read_text())
 PRICES = {m["model_name"]: (Decimal(str(m["litellm_params"].get("input_cost_per_token", 0))),
@@ -377,6 +377,71 @@ async def test_client_leaving_a_stream_closes_the_hold_once(proxy, keys, fake, m
     assert units_of(b["held"]) == 0
 
 
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def tool_call(proxy, key: str, endpoint: str, model: str, text: str, stream: bool) -> tuple[httpx.Headers, str, dict]:  # noqa: ANN001
+    """One call offering a tool that the fake answers with a call of it, through the real SDK:
+    (headers, the called tool's name, its arguments) as the client assembles them."""
+    if endpoint == "responses":
+        tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}]
+        client = oai(proxy, key)
+        if stream:
+            events = client.responses.create(model=model, input=text, tools=tools, max_output_tokens=100, stream=True)
+            done = [e.item for e in events if e.type == "response.output_item.done"]
+            pieces = [e for e in done if e.type == "function_call"]
+            assert len(pieces) == 1, done
+            return events.response.headers, pieces[0].name, json.loads(pieces[0].arguments)
+        raw = client.responses.with_raw_response.create(model=model, input=text, tools=tools, max_output_tokens=100)
+        [item] = [o for o in raw.parse().output if o.type == "function_call"]
+        return raw.headers, item.name, json.loads(item.arguments)
+    tools = [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}]
+    messages = [{"role": "user", "content": text}]
+    client = ant(proxy, key)
+    if stream:
+        events = client.messages.create(model=model, messages=messages, tools=tools, max_tokens=64, stream=True)
+        name, partial, stop = None, [], None
+        for event in events:
+            if event.type == "content_block_start" and event.content_block.type == "tool_use":
+                name = event.content_block.name
+            elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                partial.append(event.delta.partial_json)
+            elif event.type == "message_delta":
+                stop = event.delta.stop_reason
+        assert stop == "tool_use"
+        return events.response.headers, name, json.loads("".join(partial))
+    raw = client.messages.with_raw_response.create(model=model, messages=messages, tools=tools, max_tokens=64)
+    answer = raw.parse()
+    [block] = [b for b in answer.content if b.type == "tool_use"]
+    assert answer.stop_reason == "tool_use"
+    return raw.headers, block.name, block.input
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("level", ["eco", "balanced", "precision"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_tool_calls_reach_the_client_and_are_charged_exactly(proxy, keys, fake, module_database,  # noqa: ANN001
+                                                                   endpoint, level, stream) -> None:
+    """The provider answers with a tool call (in its own API: chat deltas, Responses function-call
+    events, Messages tool_use blocks); LiteLLM translates it to the client's API; the caller gets the
+    call whole and is charged LiteLLM's cost once, as for a text answer."""
+    key, account = user(keys)
+    tag = f"tool-{uuid.uuid4().hex[:8]}"
+    headers, name, arguments = tool_call(proxy, key, endpoint, level, f"use-tool {tag}: weather?", stream)
+    assert (name, arguments) == ("get_weather", json.loads(TOOL_ARGUMENTS))
+    assert headers[HDR_LEVEL] == level and headers[HDR_GROUP] == FIRST[level]
+    [up] = upstream_calls(fake, tag)
+    assert up.path.endswith(UPSTREAM_PATH[level]) and "get_weather" in json.dumps(up.body["tools"])
+    want = expected_units(FIRST[level], up.body)
+    settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
+                              account, count=1)
+    assert [r["delta"] for r in settles] == [-want]
+    if not stream:
+        assert units_of(headers["x-litellm-plugins-credits-charged"]) == want
+    [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
+    assert (row["status"], row["stream"], row["credits_charged"], row["completion_tokens"]) == ("success", stream, want, 8)
+
+
 # ---- BYOK -----------------------------------------------------------------------------------------
 
 async def test_byok_isolation_in_100_interleaved_calls(proxy, keys, fake, module_database) -> None:  # noqa: ANN001
@@ -459,6 +524,45 @@ def test_byok_prefer_falls_back_to_the_platform_key(proxy, keys, fake, endpoint)
     assert headers[HDR_GROUP] == FIRST[level]
     assert [(c.authorization, c.status) for c in upstream_calls(fake, tag)] == [
         (f"Bearer {secret}", 401), (f"Bearer sk-platform-{provider}", 200)]
+
+
+# Groups no other test of this module calls (a storm cools them down): (control, storm) per route.
+STORM_GROUPS = {"responses": ("o1", "o3"), "messages": ("gpt-4-turbo", "claude-opus-4")}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_401_storm_on_a_user_key_does_not_cool_down_the_platform_deployment(proxy, keys, fake, endpoint) -> None:  # noqa: ANN001
+    """A caller whose own key the provider refuses (policy ``only``) sends a storm of calls: each is
+    a 401 for them, and the platform's deployment stays served for everyone else (LiteLLM cools a
+    single-deployment group down after 401s; the attempt made with a user's key is exempt, as on chat)."""
+    control, storm = STORM_GROUPS[endpoint]
+    bob, _ = user(keys)
+    body = (lambda group, tag: {"model": group, "input": tag, "max_output_tokens": 50}) if endpoint == "responses" else (
+        lambda group, tag: {"model": group, "max_tokens": 32, "messages": [{"role": "user", "content": tag}]})
+    # Control: the same storm on the platform key does cool its group down, so the check below can fail.
+    fake.provider.fail(401, times=6, models={UPSTREAM[control]})
+    with proxy.client(bob) as c:
+        for n in range(6):
+            c.post(f"/v1/{endpoint}", json=body(control, f"control-{endpoint}-{n}"))
+        fake.provider.clear_failures()
+        r = c.post(f"/v1/{endpoint}", json=body(control, f"control-after-{endpoint}"))
+    control_cooled = r.status_code != 200 or not upstream_calls(fake, f"control-after-{endpoint}")
+
+    erin, _ = user(keys)
+    provider = "openai" if endpoint == "responses" else "anthropic"
+    refused = f"sk-erin-{provider}-{uuid.uuid4().hex}"
+    with proxy.client(erin) as c:
+        assert c.post("/plugins/byok/keys", json={"provider": provider, "key": refused, "policy": "only"}).status_code == 200
+        fake.provider.rejected_keys.add(refused)
+        for n in range(12):
+            r = c.post(f"/v1/{endpoint}", json=body(storm, f"erin-storm-{endpoint}-{n}"))
+            assert r.status_code == 401, r.text
+            assert "refused your BYOK key" in r.text and refused not in r.text
+    with proxy.client(bob) as c:
+        r = c.post(f"/v1/{endpoint}", json=body(storm, f"bob-after-{endpoint}"))
+    assert r.status_code == 200, r.text
+    assert [u.authorization for u in upstream_calls(fake, f"bob-after-{endpoint}")] == [f"Bearer sk-platform-{provider}"]
+    assert control_cooled, "control: a platform-key 401 storm should have cooled the group down"
 
 
 # ---- more of each API -----------------------------------------------------------------------------

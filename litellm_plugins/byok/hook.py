@@ -481,9 +481,13 @@ class ByokHook(CustomLogger):
         status = getattr(original_exception, "status_code", None)
         if ctx.get("byok_used") and ctx.get("byok_policy") == "only" and status in (401, 403):
             provider = ctx.get("byok_provider")
-            return ByokError(status, f"provider '{provider}' refused your BYOK key (policy 'only': the platform "
-                                     "key is not used for this provider). Replace or test it under "
-                                     "/plugins/byok/keys.", "byok_key_rejected")
+            message = (f"provider '{provider}' refused your BYOK key (policy 'only': the platform key is not "
+                       "used for this provider). Replace or test it under /plugins/byok/keys.")
+            # /v1/messages renders the original exception and ignores the one a hook returns
+            # (docs/litellm.md fact 34): the provider's words are replaced in place there too.
+            if isinstance(getattr(original_exception, "message", None), str):
+                original_exception.message = message
+            return ByokError(status, message, "byok_key_rejected")
         return None
 
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth,

@@ -4,7 +4,9 @@ Serves chat completions (plain and streamed, with ``usage``), text completions, 
 OpenAI's Responses API (``/v1/responses``, plain and SSE-streamed, with ``usage``), Anthropic's
 Messages API (``/v1/messages``, plain and SSE-streamed, with ``usage``; its ``x-api-key`` header is
 recorded as ``Authorization: Bearer <key>`` so key checks read one field),
-``/models`` and Ollama's ``/api/tags``; fails on demand (status codes, slowness, down); records the Authorization header and
+``/models`` and Ollama's ``/api/tags``. A request that offers tools and whose text contains
+``use-tool`` is answered with a call of its first tool (``TOOL_ARGUMENTS``), plain or streamed in
+each API's own events; fails on demand (status codes, slowness, down); records the Authorization header and
 model of every call. Runs in a thread of the test process, or standalone
 (``python -m tests.support.fake_provider --port 9000``) for benchmarks, and is steerable over HTTP
 (``/_fake/...``) so other processes can drive it.
@@ -26,6 +28,26 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+
+TOOL_ARGUMENTS = '{"city": "Paris"}'  # what a tool call answers, streamed in two pieces
+TOOL_TRIGGER = "use-tool"
+
+
+def tool_to_call(body: dict[str, Any]) -> str | None:
+    """The name of the tool a request should be answered with a call of, or None for a text answer:
+    the first tool offered (chat's ``{"function": {"name"}}``, the Responses and Messages APIs'
+    ``{"name"}``), when the request's text contains ``use-tool``."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or TOOL_TRIGGER not in json.dumps(body.get("messages") or body.get("input") or ""):
+        return None
+    first = tools[0] if isinstance(tools[0], dict) else {}
+    return (first.get("function") or {}).get("name") or first.get("name")
+
+
+def _pieces(text: str) -> tuple[str, str]:
+    half = len(text) // 2
+    return text[:half], text[half:]
 
 
 @dataclass
@@ -189,13 +211,17 @@ class FakeProvider:
         words = [f"w{i}" for i in range(completion)]
         created = int(time.time())
         cid = f"chatcmpl-fake-{len(self.calls)}"
+        tool = tool_to_call(body)
+        call = {"id": f"call_fake{len(self.calls)}", "type": "function",
+                "function": {"name": tool, "arguments": TOOL_ARGUMENTS}}
         if not body.get("stream"):
+            message = ({"role": "assistant", "content": None, "tool_calls": [call]} if tool
+                       else {"role": "assistant", "content": " ".join(words)})
             return JSONResponse({
                 # service_tier: LiteLLM 1.102.4's Groq transformation fails on a response without it.
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "service_tier": "on_demand",
-                "choices": [{"index": i, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": " ".join(words)}}
+                "choices": [{"index": i, "finish_reason": "tool_calls" if tool else "stop", "message": message}
                             for i in range(choices)],
                 "usage": usage,
             })
@@ -203,6 +229,17 @@ class FakeProvider:
         async def events():
             base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                     "service_tier": "on_demand"}
+            if tool:
+                head = {**call, "function": {"name": tool, "arguments": ""}}
+                yield _sse({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
+                    "role": "assistant", "content": None, "tool_calls": [{"index": 0, **head}]}}]})
+                for piece in _pieces(TOOL_ARGUMENTS):
+                    yield _sse({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
+                        "tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}]})
+                yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+                yield _sse({**base, "choices": [], "usage": usage})
+                yield b"data: [DONE]\n\n"
+                return
             yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                              "finish_reason": None}]})
             for word in words:
@@ -239,6 +276,11 @@ class FakeProvider:
 
         item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        tool = tool_to_call(body)
+        if tool:
+            mid = f"fc_fake{len(self.calls)}"
+            item = {"type": "function_call", "id": mid, "call_id": f"call_fake{len(self.calls)}",
+                    "name": tool, "arguments": TOOL_ARGUMENTS, "status": "completed"}
         if not body.get("stream"):
             return JSONResponse(response("completed", [item], True))
 
@@ -251,6 +293,16 @@ class FakeProvider:
 
             yield event("response.created", response=response("in_progress", [], False))
             yield event("response.in_progress", response=response("in_progress", [], False))
+            if tool:
+                yield event("response.output_item.added", output_index=0,
+                            item={**item, "arguments": "", "status": "in_progress"})
+                for piece in _pieces(TOOL_ARGUMENTS):
+                    yield event("response.function_call_arguments.delta", item_id=mid, output_index=0, delta=piece)
+                yield event("response.function_call_arguments.done", item_id=mid, output_index=0,
+                            arguments=TOOL_ARGUMENTS)
+                yield event("response.output_item.done", output_index=0, item=item)
+                yield event("response.completed", response=response("completed", [item], True))
+                return
             yield event("response.output_item.added", output_index=0,
                         item={**item, "status": "in_progress", "content": []})
             yield event("response.content_part.added", item_id=mid, output_index=0, content_index=0,
@@ -279,9 +331,13 @@ class FakeProvider:
         mid = f"msg_fake{len(self.calls)}"
         usage = {"input_tokens": prompt, "output_tokens": completion,
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        tool = tool_to_call(body)
+        block = {"type": "tool_use", "id": f"toolu_fake{len(self.calls)}", "name": tool,
+                 "input": json.loads(TOOL_ARGUMENTS)}
         if not body.get("stream"):
             return JSONResponse({"id": mid, "type": "message", "role": "assistant", "model": model,
-                                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                                 "content": [block if tool else {"type": "text", "text": text}],
+                                 "stop_reason": "tool_use" if tool else "end_turn",
                                  "stop_sequence": None, "usage": usage})
 
         async def events():
@@ -292,6 +348,15 @@ class FakeProvider:
                 "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": None, "stop_sequence": None,
                 "usage": {**usage, "output_tokens": 1}})
+            if tool:
+                yield event("content_block_start", index=0, content_block={**block, "input": {}})
+                for piece in _pieces(TOOL_ARGUMENTS):
+                    yield event("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": piece})
+                yield event("content_block_stop", index=0)
+                yield event("message_delta", delta={"stop_reason": "tool_use", "stop_sequence": None},
+                            usage={"output_tokens": completion})
+                yield event("message_stop")
+                return
             yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
             yield event("ping")
             for i in range(completion):
