@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from tests.support.fake_provider import TOOL_ARGUMENTS, FakeProvider
+from tests.support.proxy import MASTER_KEY
 
 PROXY_CFG = yaml.safe_load((Path(__file__).resolve().parents[1] / "proxy_config.yaml").read_text())
 PRICES = {m["model_name"]: (Decimal(str(m["litellm_params"].get("input_cost_per_token", 0))),
@@ -565,6 +566,131 @@ def test_401_storm_on_a_user_key_does_not_cool_down_the_platform_deployment(prox
     assert control_cooled, "control: a platform-key 401 storm should have cooled the group down"
 
 
+# ---- text completions and embeddings ---------------------------------------------------------------
+
+def sse_payloads(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_text_completions_route_and_charge_exactly(proxy, keys, fake, module_database, stream) -> None:  # noqa: ANN001
+    key, account = user(keys)
+    tag = f"text-{uuid.uuid4().hex[:8]}"
+    with proxy.client(key) as c:
+        r = c.post("/v1/completions", json={"model": "eco", "prompt": f"complete {tag} please", "max_tokens": 50,
+                                             "stream": stream})
+    assert r.status_code == 200, r.text
+    if stream:
+        text = "".join(p["choices"][0].get("text") or "" for p in sse_payloads(r.text) if p.get("choices"))
+    else:
+        text = r.json()["choices"][0]["text"]
+    assert text.split() == [f"w{i}" for i in range(8)]
+    assert r.headers[HDR_LEVEL] == "eco" and r.headers[HDR_GROUP] == FIRST["eco"]
+    [up] = upstream_calls(fake, tag)
+    assert up.path.endswith("/completions") and up.model == UPSTREAM[FIRST["eco"]]
+    want = expected_units(FIRST["eco"], up.body)
+    settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
+                              account, count=1)
+    assert [r["delta"] for r in settles] == [-want]
+    if not stream:
+        assert units_of(r.headers["x-litellm-plugins-credits-charged"]) == want
+    [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
+    assert (row["status"], row["power_level"], row["model_group"], row["stream"], row["credits_charged"]) == (
+        "success", "eco", FIRST["eco"], stream, want)
+
+
+async def test_embeddings_charge_the_input_exactly(proxy, keys, fake, module_database) -> None:  # noqa: ANN001
+    key, account = user(keys)
+    tag = f"embed-{uuid.uuid4().hex[:8]}"
+    inputs = [f"first input {tag} with some words", "a second, longer input to embed for the test"]
+    with proxy.client(key) as c:
+        r = c.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": inputs})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 2
+    [up] = upstream_calls(fake, tag)
+    tokens = FakeProvider.embedding_tokens(up.body)
+    inp, out = PRICES["text-embedding-3-small"]
+    assert out == 0
+    want = int((tokens * inp * RATE * UNIT).to_integral_value(ROUND_HALF_UP))
+    assert want > 0
+    assert units_of(r.headers["x-litellm-plugins-credits-charged"]) == want
+    assert units_of(r.headers["x-litellm-plugins-credits-held"]) >= want  # the input, no output
+    settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
+                              account, count=1)
+    assert [r["delta"] for r in settles] == [-want]
+    [row] = await wait_rows(module_database, "SELECT * FROM usage_log WHERE account = $1", account, count=1)
+    assert (row["status"], row["model_group"], row["prompt_tokens"], row["credits_charged"]) == (
+        "success", "text-embedding-3-small", tokens, want)
+
+
+async def test_402_before_the_provider_on_completions_and_embeddings(proxy, start_proxy, keys, fake,  # noqa: ANN001
+                                                                     module_database) -> None:
+    """An account with nothing left: each route refuses with 402 before any provider is called."""
+    poor = start_proxy(plugins={"credits": {"starting_grant": 0, "writer_interval_seconds": 0.05}},
+                       native_wire=("anthropic/",), name="poor")
+    key, account = user(keys)
+    tag = f"poor-{uuid.uuid4().hex[:8]}"
+    with poor.client(key) as c:
+        for path, body in (("/v1/completions", {"model": "eco", "prompt": tag, "max_tokens": 10}),
+                           ("/v1/embeddings", {"model": "text-embedding-3-small", "input": tag}),
+                           ("/v1/responses", {"model": "eco", "input": tag, "max_output_tokens": 10}),
+                           ("/v1/messages", {"model": "eco", "max_tokens": 10,
+                                             "messages": [{"role": "user", "content": tag}]})):
+            r = c.post(path, json=body)
+            assert r.status_code == 402, (path, r.text)
+            assert "Insufficient credits" in r.text
+    assert upstream_calls(fake, tag) == []
+    kinds = [r["kind"] for r in await db_fetch(module_database, "SELECT kind FROM credit_ledger WHERE account = $1", account)]
+    assert "hold" not in kinds and "settle" not in kinds
+
+
+async def test_byok_isolation_on_completions_and_embeddings_in_100_interleaved_calls(proxy, keys, fake) -> None:  # noqa: ANN001
+    """As on the Responses and Messages APIs: Alice's own DeepInfra and OpenAI keys reach the provider
+    on her text completions (half streamed) and embeddings only; Bob's calls carry the platform's."""
+    alice, _ = user(keys)
+    bob, _ = user(keys)
+    secrets = {p: f"sk-alice-{p}-{uuid.uuid4().hex}" for p in ("deepinfra", "openai")}
+    with proxy.client(alice) as c:
+        for provider, secret in secrets.items():
+            assert c.post("/plugins/byok/keys", json={"provider": provider, "key": secret, "policy": "only"}).status_code == 200
+    run = uuid.uuid4().hex[:8]
+    semaphore = asyncio.Semaphore(8)
+    failures: list[str] = []
+    clients = {who: openai.AsyncOpenAI(api_key=k, base_url=proxy.url + "/v1", max_retries=0, timeout=60)
+               for who, k in (("alice", alice), ("bob", bob))}
+
+    async def one(n: int) -> None:
+        who = "alice" if n % 2 == 0 else "bob"
+        tag = f"run={run} caller={who} n={n}"
+        async with semaphore:
+            try:
+                if (n // 2) % 2 == 0:  # eco -> deepinfra-llama-3.1-8b
+                    stream = (n // 4) % 2 == 1
+                    result = await clients[who].completions.create(model="eco", prompt=tag, max_tokens=20, stream=stream)
+                    if stream:
+                        assert [chunk async for chunk in result]
+                else:
+                    await clients[who].embeddings.create(model="text-embedding-3-small", input=tag)
+            except Exception as exc:  # noqa: BLE001
+                failures.append(f"{tag}: {exc!r}"[:300])
+
+    await asyncio.gather(*(one(n) for n in range(100)))
+    for client in clients.values():
+        await client.close()
+    assert not failures, failures[:3]
+    seen: dict[tuple[str, str], set[str | None]] = {}
+    for c in fake.provider.calls:
+        match = re.search(rf"run={run} caller=(\w+) n=(\d+)", json.dumps(c.body))
+        if match:
+            provider = "openai" if c.path.endswith("/embeddings") else "deepinfra"
+            seen.setdefault((match.group(1), provider), set()).add(c.authorization)
+    assert sum(1 for c in fake.provider.calls if f"run={run}" in json.dumps(c.body)) == 100
+    assert seen[("alice", "deepinfra")] == {f"Bearer {secrets['deepinfra']}"}
+    assert seen[("alice", "openai")] == {f"Bearer {secrets['openai']}"}
+    assert seen[("bob", "deepinfra")] == {"Bearer sk-platform-deepinfra"}
+    assert seen[("bob", "openai")] == {"Bearer sk-platform-openai"}
+
+
 # ---- more of each API -----------------------------------------------------------------------------
 
 def test_responses_previous_response_id_and_tools(proxy, keys, fake) -> None:  # noqa: ANN001
@@ -634,3 +760,39 @@ async def test_kill_right_after_plain_messages_answers_loses_no_charge(proxy, st
     rows = await wait_rows(module_database, "SELECT credits_charged FROM usage_log WHERE account = $1 "
                            "AND status = 'success'", account, count=len(answered), timeout=15)
     assert sorted(r["credits_charged"] for r in rows) == sorted(answered)
+
+
+# ---- routes whose charge is not verified --------------------------------------------------------------
+
+OTHER_ROUTES = [
+    ("/v1/images/generations", {"model": "gpt-4o-mini", "prompt": "a cat"}),
+    ("/v1/audio/speech", {"model": "gpt-4o-mini", "input": "hello", "voice": "alloy"}),
+    ("/v1/moderations", {"model": "gpt-4o-mini", "input": "hello"}),
+    ("/v1/rerank", {"model": "gpt-4o-mini", "query": "q", "documents": ["a", "b"]}),
+    ("/v1/batches", {"model": "gpt-4o-mini", "input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                     "completion_window": "24h"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), OTHER_ROUTES, ids=[p for p, _ in OTHER_ROUTES])
+def test_other_model_routes_are_refused_to_prepaid_callers(proxy, keys, fake, path, body) -> None:  # noqa: ANN001
+    """``credits.other_endpoints: refuse`` (shipped): a 400 naming the metered routes, before any
+    provider call; an admin (the operator) passes the check."""
+    key, _ = user(keys)
+    with proxy.client(key) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "unsupported_endpoint" and "/v1/chat/completions" in error["message"], error
+    assert fake.provider.calls == []
+    with proxy.client(MASTER_KEY) as c:
+        r = c.post(path, json=body)
+    assert "unsupported_endpoint" not in r.text
+
+
+def test_routes_that_run_no_model_are_not_refused(proxy, keys, fake) -> None:  # noqa: ANN001
+    """Reading back a stored response runs no model: nothing to hold, nothing refused."""
+    key, _ = user(keys)
+    with proxy.client(key) as c:
+        r = c.get("/v1/responses/resp_does_not_exist")
+    assert "unsupported_endpoint" not in r.text and "Insufficient credits" not in r.text

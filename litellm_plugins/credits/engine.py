@@ -31,7 +31,8 @@ from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
 from litellm_plugins.credits.policies import postgres as pg_policy
-from litellm_plugins.credits.pricing import INPUT_ONLY_CALLS, build_price_table, request_groups, worst_case_usd
+from litellm_plugins.credits.pricing import (INPUT_ONLY_CALLS, METERED_CALLS, METERED_ROUTES, build_price_table,
+                                             request_groups, spends_nothing, worst_case_usd)
 from litellm_plugins.credits.settings import CreditsSettings
 from litellm_plugins.credits.spool import Spool
 from litellm_plugins.credits.writer import Writer
@@ -128,6 +129,9 @@ class Engine:
         account = ctx.get("account") or caller.account(self.order)
         if account is None:
             return
+        call_type = str(getattr(call_type, "value", call_type))
+        if call_type not in METERED_CALLS and not self._other_endpoint_allowed(call_type, caller, ctx):
+            return
         ctx.setdefault("account", account)
         tier = self.tier_of(caller, ctx)
         markup = self.settings.markup(tier)
@@ -167,6 +171,19 @@ class Engine:
                 402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
                 "insufficient_credits")
         self._placed(hold, data, amount, balance, ctx, caller, queued=not in_postgres)
+
+    def _other_endpoint_allowed(self, call_type: str, caller: Caller, ctx: dict[str, Any]) -> bool:
+        """A call outside the verified routes: False = serve it with no hold (it runs no model);
+        True = hold and settle as usual; or refuse it with a 400 (``other_endpoints: refuse``, the
+        default) so that nothing a prepaid caller can run goes uncharged. Admins and calls on the
+        caller's own key (BYOK ``only``) are not refused: neither spends credits."""
+        if spends_nothing(call_type):
+            return False
+        if (self.settings.other_endpoints == "pass" or caller.is_admin
+                or (ctx.get("byok_policy") == "only" and ctx.get("byok_provider"))):
+            return True
+        raise plugin_error(400, f"this endpoint (LiteLLM call type '{call_type}') is not metered by the gateway's "
+                                f"credits; use {METERED_ROUTES}", "unsupported_endpoint")
 
     async def _place(self, hold: dict[str, Any], data: dict[str, Any],
                      amount: int) -> tuple[int, int, int, bool] | None:

@@ -215,6 +215,24 @@ def request_groups(data: dict[str, Any]) -> list[str]:
 # with an output price would otherwise hold default_max_output_tokens of it).
 INPUT_ONLY_CALLS = frozenset({"aembedding", "embedding", "embeddings"})
 
+# LiteLLM call types whose hold and settle are verified end to end (README "Endpoints"): chat, text
+# completions, the Responses API, Anthropic's Messages API, embeddings.
+METERED_CALLS = frozenset({"acompletion", "completion", "atext_completion", "text_completion", "aresponses",
+                           "responses", "anthropic_messages", "aanthropic_messages", "aembedding", "embedding"})
+METERED_ROUTES = "/v1/chat/completions, /v1/completions, /v1/responses, /v1/messages and /v1/embeddings"
+# Call types that only read, list, cancel or delete what a caller already has: no model runs, so
+# there is nothing to hold or charge, whatever ``other_endpoints`` says.
+_NO_SPEND = ("get_", "delete_", "list_", "retrieve_", "cancel_", "file_retrieve", "file_delete", "file_list",
+             "file_content", "video_retrieve", "video_content", "video_list", "video_delete", "video_get_",
+             "vector_store_file_list", "vector_store_file_retrieve", "vector_store_file_content",
+             "vector_store_file_delete", "list_input_items")
+
+
+def spends_nothing(call_type: str) -> bool:
+    """True for a call type that runs no model (``aget_responses``, ``afile_list``, ``acancel_batch``...)."""
+    name = call_type[1:] if call_type.startswith("a") and not call_type.startswith("anthropic") else call_type
+    return name.startswith(_NO_SPEND)
+
 
 def worst_case_usd(price: GroupPrice | None, data: dict[str, Any], bytes_per_token: float,
                    default_max_output: int, input_only: bool = False) -> Decimal:

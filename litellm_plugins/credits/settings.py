@@ -56,6 +56,11 @@ class CreditsSettings(BaseModel):
     lease_headroom: int = Field(default=10, ge=1, le=10_000,
                                 description="A lease is granted only if the account keeps this many times "
                                             "its size free afterwards.")
+    # README "Endpoints", docs/credits.md "Other endpoints".
+    other_endpoints: Literal["refuse", "pass"] = Field(
+        default="refuse", description="refuse = a 400 for calls on routes whose charge is not verified (images, "
+                                      "audio, rerank, batches, ...); pass = hold per token and settle LiteLLM's "
+                                      "response_cost as on the verified routes.")
     # docs/credits.md, "Redis down".
     on_redis_error: Literal["postgres", "reject", "allow"] = Field(
         default="postgres", description="postgres = place holds in Postgres while Redis is unreachable; "

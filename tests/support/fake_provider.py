@@ -376,6 +376,20 @@ class FakeProvider:
         if error is not None:
             return error
         prompt, completion = self.prompt_tokens(body), self._completion_tokens(body)
+        if body.get("stream"):
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+            async def events():
+                base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                        "model": body.get("model")}
+                for i in range(completion):
+                    yield _sse({**base, "choices": [{"index": 0, "text": ("" if i == 0 else " ") + f"w{i}",
+                                                     "finish_reason": None, "logprobs": None}]})
+                yield _sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]})
+                yield _sse({**base, "choices": [], "usage": usage})
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse({
             "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
             "model": body.get("model"),
@@ -391,12 +405,20 @@ class FakeProvider:
             return error
         inputs = body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
+        tokens = self.embedding_tokens(body)
         return JSONResponse({
             "object": "list", "model": body.get("model"),
             "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
                      for i, _ in enumerate(inputs)],
-            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
+
+    @staticmethod
+    def embedding_tokens(body: dict[str, Any]) -> int:
+        """Deterministic: one token per 4 characters of each input (at least 1 per input)."""
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        return sum(max(1, len(x) // 4 if isinstance(x, str) else len(x)) for x in inputs)
 
     async def _models(self, request: Request) -> Response:
         _, error = await self._prelude(request)
