@@ -30,6 +30,8 @@ def test_valid_minimal_settings_get_defaults() -> None:
     ({**VALID, "credits": {"enabled": True, "nonsense": 1}}, "litellm_plugins.credits.nonsense: unknown setting"),
     ({**VALID, "credits": {"on_redis_error": "maybe"}},
      "litellm_plugins.credits.on_redis_error: Input should be 'postgres', 'reject' or 'allow'"),
+    ({**VALID, "credits": {"other_endpoints": "allow"}},
+     "litellm_plugins.credits.other_endpoints: Input should be 'refuse' or 'pass'"),
 ])
 def test_invalid_settings_name_the_key(section: dict, named: str) -> None:
     with pytest.raises(SettingsError) as info:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from litellm_plugins.core import context
-from litellm_plugins.credits.pricing import GroupPrice, estimate_prompt_tokens, requested_output_tokens, worst_case_usd
+from litellm_plugins.credits.pricing import (METERED_CALLS, GroupPrice, estimate_prompt_tokens, requested_output_tokens,
+                                             spends_nothing, worst_case_usd)
 from litellm_plugins.routing.capabilities import REASONING, SCHEMA, TOOLS, VISION, needs_of
 
 IMG = "data:image/png;base64,AAAA"
@@ -83,3 +86,15 @@ def test_embeddings_hold_the_input_only() -> None:
     data = {"input": "x" * 300}
     assert worst_case_usd(price, data, 3.0, 4096, input_only=True) == Decimal("0.000001") * 108
     assert worst_case_usd(price, data, 3.0, 4096) > Decimal("0.000001") * 108
+
+
+@pytest.mark.parametrize(("call_type", "free"), [
+    ("aget_responses", True), ("adelete_responses", True), ("alist_input_items", True), ("afile_list", True),
+    ("afile_content", True), ("acancel_batch", True), ("aretrieve_batch", True), ("avideo_retrieve", True),
+    ("acreate_batch", False), ("acreate_file", False), ("aimage_generation", False), ("aspeech", False),
+    ("arerank", False), ("amoderation", False), ("anthropic_messages", False), ("acompact_responses", False),
+    ("_arealtime", False), ("avector_store_search", False),
+])
+def test_call_types_that_run_no_model(call_type: str, free: bool) -> None:
+    assert spends_nothing(call_type) is free
+    assert not (free and call_type in METERED_CALLS)
