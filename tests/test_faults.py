@@ -116,6 +116,8 @@ O = OUTAGES[PROFILE_NAME]
 if os.environ.get("FAULTS_PG_DOWN_S"):   # benchmarks/faults.py --pg-down-s
     O = Outage(float(os.environ["FAULTS_PG_DOWN_S"]), O.redis_down_s, O.redis_gap_s, O.slow_s)
 SLOW_GROUP = "gpt-4o-mini"   # balanced's first deployment: its calls are the ones in flight
+STRADDLE = Spec("sk-fault-ann", "gpt-4o")   # a group the load never names: slowed for the straddlers only
+STRADDLE_DELAY_S = 1.2   # under the router timeout (2 s), with room for a loaded machine
 
 # ---- configuration ------------------------------------------------------------------------------
 
@@ -392,15 +394,46 @@ def _in_flight(results: list[Result], at: float) -> list[Result]:
     return [r for r in results if r.t0 < at < r.t1]
 
 
-def _down_for(service: Any, seconds: float) -> tuple[float, float]:
-    """Stop a private Postgres / Redis for ``seconds``; returns (stopped at, back at)."""
+def _down_for(service: Any, seconds: float, before: Any = lambda: None) -> tuple[float, float]:
+    """Stop a private Postgres / Redis for ``seconds``, calling ``before()`` right before the stop and
+    before the start; returns (stopped at, back at)."""
+    before()
     stopped = time.time()
     service.stop()
     try:
         time.sleep(seconds)
     finally:
+        before()
         service.start()
     return stopped, time.time()
+
+
+class Straddlers:
+    """Calls in flight across a transition, whatever the load happens to be doing: ``send()`` starts
+    one STRADDLE call per proxy (answered ``STRADDLE_DELAY_S`` later) and returns once they are at the
+    provider; ``join()`` waits for every call sent and returns their results."""
+
+    def __init__(self, proxies: tuple[ProxyProcess, ProxyProcess], fake: Any, tag: str) -> None:
+        self.proxies, self.fake, self.tag = proxies, fake, tag
+        self.results: list[Result] = []
+        self.threads: list[threading.Thread] = []
+        fake.provider.set_delay(STRADDLE_DELAY_S, UPSTREAM[STRADDLE.model])
+
+    def _one(self, proxy: ProxyProcess) -> None:
+        with httpx.Client(base_url=proxy.url, timeout=30) as c:
+            self.results.append(Load([], [], tag=self.tag).one(c, proxy.name, STRADDLE))
+
+    def send(self) -> None:
+        threads = [threading.Thread(target=self._one, args=(p,), daemon=True) for p in self.proxies]
+        for t in threads:
+            t.start()
+        self.threads += threads
+        time.sleep(min(0.4, STRADDLE_DELAY_S / 3))   # past the pre-call hooks (the hold is placed)
+
+    def join(self) -> list[Result]:
+        for t in self.threads:
+            t.join(timeout=40)
+        return list(self.results)
 
 
 def _redis_settled(rds: Any, prefix: str) -> bool:
@@ -590,9 +623,11 @@ async def test_postgres_down_long_spools_and_drains(proxies, model_groups, fake,
     a, b = proxies
     keys.add("sk-fault-cold-long", user_id="fault-cold-long-user", metadata={"tier": "professional"})
     fake.provider.set_delay(O.slow_s, UPSTREAM[SLOW_GROUP])   # balanced calls in flight at both transitions
+    straddlers = Straddlers(proxies, fake, "pglong-straddle")
     with SpoolWatch(fault_plugins["credits"]["spool_dir"]) as spool:
         load = load_factory("pglong", max_seconds=O.pg_down_s + 240)
         time.sleep(P.warmup_s)
+        straddlers.send()
         down_at = time.time()
         pg.stop()
         try:
@@ -602,6 +637,7 @@ async def test_postgres_down_long_spools_and_drains(proxies, model_groups, fake,
                                                             "messages": [{"role": "user", "content": "cold"}]})
             time.sleep(max(down_at + O.pg_down_s - time.time(), 0))
         finally:
+            straddlers.send()
             pg.start()
         up_at = time.time()
         # Drain time of the book of record: every row of the calls answered during the outage is
@@ -611,7 +647,7 @@ async def test_postgres_down_long_spools_and_drains(proxies, model_groups, fake,
         rows_in = time.time() - up_at
         time.sleep(max(up_at + P.warmup_s - time.time(), 0))
         load.stop()
-        results = load.snapshot()
+        results = load.snapshot() + straddlers.join()
         found = await audit(pg, results, model_groups, timeout=max(45.0, O.pg_down_s / 2))
         _wait(lambda: spool.empty_after(up_at) is not None, 30)
     drained = spool.empty_after(up_at)
@@ -737,14 +773,15 @@ async def test_redis_restarted_empty_twice_within_a_minute(proxies, model_groups
     flight at each stop and restart are billed once, and Redis converges to Postgres afterwards."""
     a, b = proxies
     fake.provider.set_delay(O.slow_s, UPSTREAM[SLOW_GROUP])
+    straddlers = Straddlers(proxies, fake, "redis2x-straddle")
     load = load_factory("redis2x")
     time.sleep(P.warmup_s)
     outages: list[tuple[float, float]] = []
     for _ in range(2):
-        outages.append(_down_for(rds, O.redis_down_s))
+        outages.append(_down_for(rds, O.redis_down_s, straddlers.send))
         time.sleep(O.redis_gap_s)
     load.stop()
-    results = load.snapshot()
+    results = load.snapshot() + straddlers.join()
     found = await audit(pg, results, model_groups)
     prefix = a.config["litellm_plugins"]["redis_key_prefix"]
     settled = _wait(lambda: _redis_settled(rds, prefix), 15)
@@ -764,7 +801,7 @@ async def test_redis_restarted_empty_twice_within_a_minute(proxies, model_groups
     assert outages[1][1] - outages[0][0] < 60
     assert all(down), down
     assert set(statuses) == {200}, statuses   # 0 x 503
-    assert any(in_flight), in_flight
+    assert all(in_flight), in_flight
     assert settled, {u: rds.client().hgetall(f"{prefix}credits:acct:user:{u}") for u in USERS.values()}
     result = verify_cli(a)
     assert result.returncode == 0, result.stdout + result.stderr
