@@ -2,6 +2,8 @@
 
     python benchmarks/faults.py            # short form (what CI runs, ~3 min)
     python benchmarks/faults.py --long     # longer load and outages (~6 min)
+    python benchmarks/faults.py --long --scenario postgres-long   # Postgres down 10 min only (~12 min)
+    python benchmarks/faults.py --scenario redis-twice            # one scenario of the short form
 
 Runs ``tests/test_faults.py`` (two real proxies on a private Postgres + Redis, the fake provider,
 bounded paced load; every run stops itself) with ``FAULTS_PROFILE`` set, collects one row per
@@ -20,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# --scenario: pytest -k for one scenario, with the warm-up (accounts, BYOK key) and the module totals.
+SCENARIOS = {"postgres-long": "postgres_down_long", "redis-twice": "redis_restarted_empty_twice"}
 
 
 def table(report: dict) -> str:
@@ -43,13 +47,20 @@ def table(report: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--long", action="store_true", help="long form: more load, longer outages")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help="run only this scenario")
+    parser.add_argument("--pg-down-s", type=float, help="Postgres outage of the postgres-long scenario "
+                        "(default: 60 s, 600 s with --long)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "faults.json"
         env = {**os.environ, "FAULTS_PROFILE": "long" if args.long else "short",
                "FAULTS_REPORT": str(report_path)}
+        if args.pg_down_s:
+            env["FAULTS_PG_DOWN_S"] = str(args.pg_down_s)
         cmd = ["bash", str(ROOT / "scripts" / "test"), "tests/test_faults.py", "-q", "-p", "no:cacheprovider"]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=1800)
+        if args.scenario:
+            cmd += ["-k", f"warm_up or {SCENARIOS[args.scenario]} or module_totals"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=3600)
         if report_path.exists():
             print(table(json.loads(report_path.read_text())))
         else:

@@ -242,7 +242,10 @@ async def test_postgres_outage_spares_callers_without_keys_but_never_guesses_for
     from tests.support.services import REDIS_URL, redis_prefix
 
     class DownPool:
+        calls = 0
+
         async def fetch(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+            DownPool.calls += 1
             raise OSError("connection refused")
 
     async with redis_prefix() as prefix:
@@ -265,5 +268,15 @@ async def test_postgres_outage_spares_callers_without_keys_but_never_guesses_for
             assert str(err.value.code) == "503"
             await v.mark_account("user:holder", False)
             assert await v.keys_for("user:holder") == {}
+            # One key-store attempt per account and retry interval, not one per request.
+            v.stale["user:known"] = known = {"openai": store.StoredKey("openai", "prefer", "sk-known")}
+            before = DownPool.calls
+            for _ in range(3):
+                assert await v.keys_for("user:nobody") == {}
+                assert await v.keys_for("user:known") == known
+            assert DownPool.calls - before == 1   # user:nobody's answer is still cached from above
+            await v.invalidate("user:known")   # an invalidation still drops the outage answer
+            v.stale["user:known"] = known
+            assert await v.keys_for("user:known") == known and DownPool.calls - before == 2
         finally:
             await client.aclose()

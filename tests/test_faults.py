@@ -29,6 +29,9 @@ What callers see, and why that is the policy:
    caller for a database blip is a full outage; opening new accounts blind is not, because their
    starting balance is unknowable without Postgres. A BYOK key holder whose keys the worker never
    loaded also gets a 503 (BYOK fails closed instead of guessing "no key"); keyless callers are served.
+   The same holds for a longer outage (60 s here, 10 min in ``benchmarks/faults.py --long --scenario
+   postgres-long``): the spool grows by ~1 kB (3 records) per request and drains within seconds of
+   Postgres returning; calls in flight when it stops and when it returns are billed once.
 3. *Redis FLUSHALL, then Redis stopped and restarted*: after the flush, accounts are rebuilt from
    Postgres on their next request (still 200). While Redis is unreachable holds are placed in
    Postgres (``on_redis_error: postgres``, the default: one row-locked hold per request, exact across
@@ -36,7 +39,7 @@ What callers see, and why that is the policy:
    granted before the outage reach Postgres (docs/credits.md, "Redis down"); no 503. When Redis
    answers again it is rebuilt from Postgres; balances converge, health state is rebuilt, BYOK
    invalidations reach the other proxy again. (``on_redis_error: reject`` — 503 while Redis is down —
-   is tested in tests/test_credits_outage.py.)
+   is tested in tests/test_credits_outage.py.) Restarted empty twice within a minute: the same, twice.
 4. *provider 5xx, then timeouts*: callers get 200 through routing's fallbacks, the health circuit of
    the failing deployment opens (its traffic stops), and after the provider recovers and the cool-down
    passes it serves again.
@@ -96,6 +99,25 @@ PROFILES = {
 }
 PROFILE_NAME = os.environ.get("FAULTS_PROFILE", "short")
 P = PROFILES[PROFILE_NAME]
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The longer outages of issue 23 (point 4): their own knobs, so the profiles above stay as they are."""
+    pg_down_s: float       # Postgres stopped this long under steady load
+    redis_down_s: float    # each of the two Redis restarts (empty: the private Redis keeps no data)
+    redis_gap_s: float     # load between the restarts, and after the second
+    slow_s: float          # provider latency of one group, so calls are in flight at every transition
+
+
+OUTAGES = {"short": Outage(pg_down_s=60.0, redis_down_s=2.0, redis_gap_s=6.0, slow_s=0.3),
+           "long": Outage(pg_down_s=600.0, redis_down_s=5.0, redis_gap_s=20.0, slow_s=0.3)}
+O = OUTAGES[PROFILE_NAME]
+if os.environ.get("FAULTS_PG_DOWN_S"):   # benchmarks/faults.py --pg-down-s
+    O = Outage(float(os.environ["FAULTS_PG_DOWN_S"]), O.redis_down_s, O.redis_gap_s, O.slow_s)
+SLOW_GROUP = "gpt-4o-mini"   # balanced's first deployment: its calls are the ones in flight
+STRADDLE = Spec("sk-fault-ann", "gpt-4o")   # a group the load never names: slowed for the straddlers only
+STRADDLE_DELAY_S = 1.2   # under the router timeout (2 s), with room for a loaded machine
 
 # ---- configuration ------------------------------------------------------------------------------
 
@@ -185,10 +207,11 @@ def byok_ready(proxies, fake_server):
 def load_factory(proxies):
     started: list[Load] = []
 
-    def make(tag: str, specs: list[Spec] | None = None, targets=None) -> Load:
+    def make(tag: str, specs: list[Spec] | None = None, targets=None, max_seconds: float = 240) -> Load:
         a, b = proxies
         load = Load(targets=targets or [(a.name, a.url), (b.name, b.url)], specs=specs or SPECS,
-                    threads=P.threads, rate_per_thread=P.rate, max_seconds=240, tag=tag)
+                    threads=P.threads, rate_per_thread=P.rate, max_seconds=max_seconds,
+                    max_requests_per_thread=max(2000, int(max_seconds * P.rate)), tag=tag)
         started.append(load)
         return load.start()
 
@@ -366,6 +389,108 @@ def _health(proxy: ProxyProcess) -> dict[str, dict[str, Any]]:
     return {d["model_group"]: d for p in r.json()["providers"] for d in p["deployments"]}
 
 
+def _in_flight(results: list[Result], at: float) -> list[Result]:
+    """Requests a client had sent before ``at`` and saw answered after it."""
+    return [r for r in results if r.t0 < at < r.t1]
+
+
+def _down_for(service: Any, seconds: float, before: Any = lambda: None) -> tuple[float, float]:
+    """Stop a private Postgres / Redis for ``seconds``, calling ``before()`` right before the stop and
+    before the start; returns (stopped at, back at)."""
+    before()
+    stopped = time.time()
+    service.stop()
+    try:
+        time.sleep(seconds)
+    finally:
+        before()
+        service.start()
+    return stopped, time.time()
+
+
+class Straddlers:
+    """Calls in flight across a transition, whatever the load happens to be doing: ``send()`` starts
+    one STRADDLE call per proxy (answered ``STRADDLE_DELAY_S`` later) and returns once they are at the
+    provider; ``join()`` waits for every call sent and returns their results."""
+
+    def __init__(self, proxies: tuple[ProxyProcess, ProxyProcess], fake: Any, tag: str) -> None:
+        self.proxies, self.fake, self.tag = proxies, fake, tag
+        self.results: list[Result] = []
+        self.threads: list[threading.Thread] = []
+        fake.provider.set_delay(STRADDLE_DELAY_S, UPSTREAM[STRADDLE.model])
+
+    def _one(self, proxy: ProxyProcess) -> None:
+        with httpx.Client(base_url=proxy.url, timeout=30) as c:
+            self.results.append(Load([], [], tag=self.tag).one(c, proxy.name, STRADDLE))
+
+    def send(self) -> None:
+        threads = [threading.Thread(target=self._one, args=(p,), daemon=True) for p in self.proxies]
+        for t in threads:
+            t.start()
+        self.threads += threads
+        time.sleep(min(0.4, STRADDLE_DELAY_S / 3))   # past the pre-call hooks (the hold is placed)
+
+    def join(self) -> list[Result]:
+        for t in self.threads:
+            t.join(timeout=40)
+        return list(self.results)
+
+
+def _redis_settled(rds: Any, prefix: str) -> bool:
+    """Every fault account is cached in Redis again with nothing held."""
+    for user in USERS.values():
+        cached = rds.client().hgetall(f"{prefix}credits:acct:user:{user}")
+        if not cached or int(cached.get(b"held", b"0")) != 0:
+            return False
+    return True
+
+
+class SpoolWatch:
+    """Samples the spool directory both proxies share (``spool_dir``) once per ``interval`` in a
+    thread: the peak size (bytes, records) while Postgres is down, and when it is empty again."""
+
+    def __init__(self, directory: str, interval: float = 0.5) -> None:
+        self.dir = Path(directory)
+        self.interval = interval
+        self.peak_bytes = 0
+        self.peak_records = 0
+        self.samples: list[tuple[float, int]] = []   # (wall time, bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="spool-watch")
+
+    def __enter__(self) -> SpoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            size, paths = 0, []
+            for path in self.dir.glob("spool-*.jsonl"):
+                try:
+                    size += path.stat().st_size
+                    paths.append(path)
+                except FileNotFoundError:   # replayed and removed meanwhile
+                    continue
+            if size > self.peak_bytes:   # the spool only grows while Postgres is down: count at each new peak
+                records = 0
+                for path in paths:
+                    try:
+                        records += path.read_bytes().count(b"\n")
+                    except FileNotFoundError:
+                        continue
+                self.peak_bytes, self.peak_records = size, max(self.peak_records, records)
+            self.samples.append((time.time(), size))
+            self._stop.wait(self.interval)
+
+    def empty_after(self, t: float) -> float | None:
+        """Seconds from ``t`` to the first sample that found the spool empty (None: never)."""
+        return next((at - t for at, size in self.samples if at >= t and size == 0), None)
+
+
 # ---- scenarios ----------------------------------------------------------------------------------
 
 async def test_warm_up_and_byok(proxies, byok_ready, model_groups, fake, pg):
@@ -488,19 +613,81 @@ async def test_postgres_down_loses_nothing(proxies, model_groups, fake, pg, keys
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+async def test_postgres_down_long_spools_and_drains(proxies, model_groups, fake, pg, keys, load_factory,
+                                                   fault_plugins):
+    """Issue 23 (4): Postgres down for ``O.pg_down_s`` (60 s here, 10 min in the long form) at steady
+    load. Callers Redis knows are served throughout; settles and usage rows pile up in the spool
+    (peak bytes / records reported) and drain when Postgres returns (drain time reported); calls in
+    flight when Postgres stops and when it returns are billed exactly once; a brand-new account
+    gets 503 + Retry-After during the outage and is opened after it."""
+    a, b = proxies
+    keys.add("sk-fault-cold-long", user_id="fault-cold-long-user", metadata={"tier": "professional"})
+    fake.provider.set_delay(O.slow_s, UPSTREAM[SLOW_GROUP])   # balanced calls in flight at both transitions
+    straddlers = Straddlers(proxies, fake, "pglong-straddle")
+    with SpoolWatch(fault_plugins["credits"]["spool_dir"]) as spool:
+        load = load_factory("pglong", max_seconds=O.pg_down_s + 240)
+        time.sleep(P.warmup_s)
+        straddlers.send()
+        down_at = time.time()
+        pg.stop()
+        try:
+            time.sleep(O.pg_down_s / 2)
+            with a.client("sk-fault-cold-long") as c:   # never seen: cannot be opened without Postgres
+                cold = c.post("/v1/chat/completions", json={"model": "eco", "max_tokens": 4,
+                                                            "messages": [{"role": "user", "content": "cold"}]})
+            time.sleep(max(down_at + O.pg_down_s - time.time(), 0))
+        finally:
+            straddlers.send()
+            pg.start()
+        up_at = time.time()
+        # Drain time of the book of record: every row of the calls answered during the outage is
+        # in Postgres (the load goes on meanwhile).
+        await audit(pg, [r for r in load.snapshot() if r.t1 <= up_at], model_groups,
+                    timeout=max(45.0, O.pg_down_s / 2))
+        rows_in = time.time() - up_at
+        time.sleep(max(up_at + P.warmup_s - time.time(), 0))
+        load.stop()
+        results = load.snapshot() + straddlers.join()
+        found = await audit(pg, results, model_groups, timeout=max(45.0, O.pg_down_s / 2))
+        _wait(lambda: spool.empty_after(up_at) is not None, 30)
+    drained = spool.empty_after(up_at)
+    during = Counter(r.status for r in results if down_at <= r.t0 <= up_at)
+    stopped, returned = _in_flight(results, down_at), _in_flight(results, up_at)
+    entry = row(f"Postgres down {O.pg_down_s:.0f} s at steady load", load, results, found,
+                f"down {up_at - down_at:.1f}s: {dict(during)}; spool peak {spool.peak_bytes / 1e6:.2f} MB / "
+                f"{spool.peak_records} records, empty {drained if drained is None else round(drained, 1)}s after "
+                f"Postgres returned, every row of the outage in Postgres {rows_in:.1f}s after it; in flight when "
+                f"it stopped {dict(Counter(r.status for r in stopped))}, when it returned "
+                f"{dict(Counter(r.status for r in returned))}, each billed once; new account during the outage -> "
+                f"{cold.status_code} "
+                f"({cold.headers.get('retry-after')}s Retry-After)")
+    entry.update(spool_peak_bytes=spool.peak_bytes, spool_peak_records=spool.peak_records, drain_s=drained,
+                 rows_in_s=round(rows_in, 1))
+    write_report()
+    print(entry)
+    assert_musts(found)
+    refused = [r for r in results if r.status != 200]   # as in the short outage: only BYOK may fail closed
+    assert all(r.status == 503 and r.spec.key == "sk-fault-byok" for r in refused), \
+        [(r.proxy, r.spec.key, r.status, r.error) for r in refused]
+    assert sum(during.values()) > O.pg_down_s, during   # served throughout, not only at its edges
+    assert stopped and returned, "no call was in flight at a transition"
+    assert spool.peak_records > sum(during.values()), (spool.peak_records, during)  # settle + usage + hold each
+    assert drained is not None, spool.samples[-5:]
+    assert cold.status_code == 503 and cold.headers.get("retry-after"), (cold.status_code, cold.text)
+    with a.client("sk-fault-cold-long") as c:
+        assert c.post("/v1/chat/completions", json={"model": "eco", "max_tokens": 4, "messages": [
+            {"role": "user", "content": "cold"}]}).status_code == 200
+    result = verify_cli(a)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 async def test_redis_flush_and_restart_recovers(proxies, model_groups, fake, pg, rds, load_factory, byok_ready):
     a, b = proxies
     load = load_factory("redis")
     time.sleep(P.warmup_s)
     rds.client().flushall()
     time.sleep(P.redis_phase_s)
-    down_at = time.time()
-    rds.stop()
-    try:
-        time.sleep(P.redis_down_s)
-    finally:
-        rds.start()
-    up_at = time.time()
+    down_at, up_at = _down_for(rds, P.redis_down_s)
     time.sleep(P.redis_phase_s + 1.0)
     load.stop()
     results = load.snapshot()
@@ -510,15 +697,7 @@ async def test_redis_flush_and_restart_recovers(proxies, model_groups, fake, pg,
     found = await audit(pg, results, model_groups)
     # Balances: the Redis cache converges to Postgres, nothing left held.
     prefix = a.config["litellm_plugins"]["redis_key_prefix"]
-
-    def converged() -> bool:
-        for user in USERS.values():
-            cached = rds.client().hgetall(f"{prefix}credits:acct:user:{user}")
-            if not cached or int(cached.get(b"held", b"0")) != 0:
-                return False
-        return True
-
-    _wait(converged, 15)
+    _wait(lambda: _redis_settled(rds, prefix), 15)
     pg_bal = {r["account"]: r["balance"] for r in await fetch(pg.dsn, "SELECT account, balance FROM credit_accounts")}
     for user in USERS.values():
         cached = rds.client().hgetall(f"{prefix}credits:acct:user:{user}")
@@ -586,6 +765,46 @@ def test_operator_force_down_survives_a_redis_flush(proxies, rds, model_groups):
     finally:
         with a.client() as c:
             c.post(f"/plugins/health/deployments/{target}/force", json={"state": "auto", "reason": "cleanup"})
+
+
+async def test_redis_restarted_empty_twice_within_a_minute(proxies, model_groups, fake, pg, rds, load_factory):
+    """Issue 23 (4): Redis restarted empty twice within a minute under load. With holds on the
+    Postgres path while it is away (``on_redis_error: postgres``) no caller gets a 503, calls in
+    flight at each stop and restart are billed once, and Redis converges to Postgres afterwards."""
+    a, b = proxies
+    fake.provider.set_delay(O.slow_s, UPSTREAM[SLOW_GROUP])
+    straddlers = Straddlers(proxies, fake, "redis2x-straddle")
+    load = load_factory("redis2x")
+    time.sleep(P.warmup_s)
+    outages: list[tuple[float, float]] = []
+    for _ in range(2):
+        outages.append(_down_for(rds, O.redis_down_s, straddlers.send))
+        time.sleep(O.redis_gap_s)
+    load.stop()
+    results = load.snapshot() + straddlers.join()
+    found = await audit(pg, results, model_groups)
+    prefix = a.config["litellm_plugins"]["redis_key_prefix"]
+    settled = _wait(lambda: _redis_settled(rds, prefix), 15)
+    statuses = Counter(r.status for r in results)
+    edges = [t for outage in outages for t in outage]
+    in_flight = [dict(Counter(r.status for r in _in_flight(results, t))) for t in edges]
+    sent_down = [[r for r in results if s <= r.t0 <= e] for s, e in outages]
+    down = [Counter(r.status for r in rs) for rs in sent_down]
+    slowest = [max((r.t1 - r.t0 for r in rs), default=0.0) for rs in sent_down]
+    entry = row("Redis restarted empty twice within a minute", load, results, found,
+                f"restarts {outages[1][1] - outages[0][0]:.0f}s apart end to end, down "
+                f"{', '.join(f'{e - s:.1f}s' for s, e in outages)}: {[dict(d) for d in down]} (slowest "
+                f"{', '.join(f'{t:.1f}s' for t in slowest)}: Postgres-path grace); in flight at each "
+                f"stop/start {in_flight}, each billed once; Redis balances == Postgres, held 0: {bool(settled)}")
+    print(entry)
+    assert_musts(found)
+    assert outages[1][1] - outages[0][0] < 60
+    assert all(down), down
+    assert set(statuses) == {200}, statuses   # 0 x 503
+    assert all(in_flight), in_flight
+    assert settled, {u: rds.client().hgetall(f"{prefix}credits:acct:user:{u}") for u in USERS.values()}
+    result = verify_cli(a)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 async def test_provider_5xx_then_timeouts_fallback_circuit_recovery(proxies, model_groups, fake, pg, load_factory):

@@ -57,6 +57,11 @@ ACCOUNTS_SET = "byok:accounts"  # accounts holding at least one key: lets a Post
 ALL_ACCOUNTS = "*"
 USE_FLUSH_INTERVAL_S = 2.0
 USE_NOTE_INTERVAL_S = 60.0
+# Key store down: the answer given without it (last known keys, or "no keys" from Redis) is cached
+# this long, so an outage costs one Postgres attempt per account and interval, not one per request
+# (each attempt is a connection attempt on the request path: refused in microseconds, but a
+# blackholed host would hold every request for the pool's connect timeout) nor a log line per request.
+OUTAGE_RETRY_S = 5.0
 SCRUBBED = "[byok key scrubbed]"
 
 
@@ -95,9 +100,11 @@ class Vault:
                 stale = self.stale.get(account)
                 if stale is not None:
                     log.warning("byok: key store unavailable (%s); using last known keys", type(exc).__name__)
+                    self.cache.put(account, stale, token, OUTAGE_RETRY_S)
                     return stale
                 if await self._known_keyless(account):
                     # Most callers hold no key: Redis says so, serve them without Postgres.
+                    self.cache.put(account, {}, token, OUTAGE_RETRY_S)
                     return {}
                 log.error("byok: key store unavailable: %s", type(exc).__name__)
                 # Guessing "no key" could send an `only` caller's request out on the platform key.

@@ -264,12 +264,13 @@ class KeyCache:
     def token(self, account: str) -> tuple[int, int]:
         return self._global_generation, self._generation.get(account, 0)
 
-    def put(self, account: str, keys: dict[str, StoredKey], token: tuple[int, int]) -> bool:
+    def put(self, account: str, keys: dict[str, StoredKey], token: tuple[int, int],
+            ttl_s: float | None = None) -> bool:
         if token != self.token(account):
             return False
         if len(self._entries) >= self.max_accounts:
             self._entries.clear()
-        self._entries[account] = (time.monotonic() + self.ttl_s, keys)
+        self._entries[account] = (time.monotonic() + min(ttl_s or self.ttl_s, self.ttl_s), keys)
         return True
 
     def invalidate(self, account: str) -> None:
