@@ -5,6 +5,7 @@ dropped after accepting a batch, a proxy killed with -9 mid-export — exactly o
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support.fake_billing import FakeBilling, FakeBillingServer
 from tests.support.proxy import MASTER_KEY
-from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, wait_for
+from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, plugins_cli, wait_for
 
 UNIT = Decimal(1_000_000)
 SECRETS = {"lago": "lago-test-secret-0001", "openmeter": "om-test-secret-0002",
@@ -174,3 +175,53 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
         settings = c.get("/plugins/settings").text
     assert not any(secret in settings for secret in SECRETS.values())
     assert status["lago"]["backlog"] == 0 and status["lago"]["exported"] >= len(charges) + len(grants)
+
+
+async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, keys, fake, billing, receiver,
+                                                        module_database):
+    keys.add("sk-bill-stale", user_id="bill-stale")
+    keys.add("sk-bill-user", user_id="bill-user")
+    proxy = start_billing_proxy("billing-stale")
+    receiver.down()
+    ids = calls(proxy, "sk-bill-stale", 2, "stale")
+    await settles_written(module_database, ids)
+    time.sleep(STALE_AFTER_S + 1)  # older than the "stale" exporter accepts, while its receiver is down
+    receiver.up()
+    await until(lambda: set(ids) <= set(received_credits(billing, "lago", "lago")), 60, "the other exporters")
+
+    def dead(client) -> dict[str, dict]:
+        r = client.get("/plugins/billing/dead-letters", params={"exporter": "stale"})
+        assert r.status_code == 200, r.text
+        return {e["event_id"]: e for e in r.json()["entries"]}
+
+    with proxy.client(MASTER_KEY) as c:
+        await until(lambda: set(ids) <= set(dead(c)), 30, "dead letters")
+        letters = dead(c)
+        assert {letters[i]["status"] for i in ids} == {"dead"}
+        assert "older than" in letters[ids[0]]["reason"] and letters[ids[0]]["account"] == "user:bill-stale"
+        assert not set(ids) & set(received_credits(billing, "lago", "stale"))
+        assert ready_billing(proxy)["stale"]["dead_letters"] >= 2
+        with proxy.client("sk-bill-user") as user:  # admin only
+            assert user.get("/plugins/billing/dead-letters").status_code == 403
+            assert user.post("/plugins/billing/dead-letters/replay", json={"exporter": "stale"}).status_code == 403
+        bad = c.post("/plugins/billing/dead-letters/replay", json={"exporter": "nope"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "exporter"
+        bad = c.post("/plugins/billing/dead-letters/replay", json={"ids": ["x"]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "ids"
+        r = c.post("/plugins/billing/dead-letters/replay", json={"ids": [letters[i]["id"] for i in ids]})
+        assert r.status_code == 200 and r.json() == {"queued": 2}
+        await until(lambda: set(ids) <= set(received_credits(billing, "lago", "stale")), 30, "the replay")
+        charges = await ledger(module_database, "settle")
+        assert {i: received_credits(billing, "lago", "stale")[i] for i in ids} == {i: charges[i] for i in ids}
+        await until(lambda: {dead(c)[i]["status"] for i in ids} == {"replayed"}, 30, "replayed status")
+
+    # the same from the CLI
+    listed = plugins_cli(proxy, module_database, "billing", "dead-letters", "--exporter", "stale")
+    assert listed.returncode == 0, listed.stderr
+    assert {e["event_id"]: e["status"] for e in json.loads(listed.stdout) if e["event_id"] in ids} == \
+        {i: "replayed" for i in ids}
+    status = plugins_cli(proxy, module_database, "billing", "status")
+    assert status.returncode == 0, status.stderr
+    assert set(json.loads(status.stdout)) == {"lago", "openmeter", "stripe", "stale"}
+    unknown = plugins_cli(proxy, module_database, "billing", "replay", "--exporter", "nope")
+    assert unknown.returncode == 1 and "unknown exporter 'nope'" in unknown.stderr
