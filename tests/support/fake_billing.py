@@ -10,6 +10,7 @@ failure and re-sends what was already recorded (what receivers dedupe on their i
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,13 +41,16 @@ class FakeBilling:
         self._fail: list[int] = []  # statuses to answer next, one per request
         self._drops = 0  # requests to accept, record, then drop the connection of
         self.delay = 0.0
+        # Refuse a known id instead of accepting it again, as older Lago (422 value_already_exist for
+        # those indexes, nothing of the batch stored) and Stripe (400 resource_already_exists) do.
+        self.strict = False
         self._lock = threading.Lock()
 
     # ---- control -----------------------------------------------------------------------------
     def reset(self) -> None:
         with self._lock:
             self.received.clear()
-            self.requests, self._fail, self._drops, self.delay = 0, [], 0, 0.0
+            self.requests, self._fail, self._drops, self.delay, self.strict = 0, [], 0, 0.0, False
 
     def fail(self, status: int, times: int) -> None:
         with self._lock:
@@ -95,6 +99,15 @@ class FakeBilling:
             events = [("stripe", form["identifier"], form)]
         else:
             return await _answer(send, 404, b'{"error": "not found"}')
+        with self._lock:
+            known = {(r.receiver, r.authorization, r.event_id) for r in self.received} if self.strict else set()
+            refused = [i for i, (name, event_id, _) in enumerate(events) if (name, auth, event_id) in known]
+        if refused and path == LAGO:
+            details = json.dumps({"error_details": {str(i): {"transaction_id": ["value_already_exist"]}
+                                                    for i in refused}}).encode()
+            return await _answer(send, 422, details)
+        if refused and path == STRIPE:
+            return await _answer(send, 400, b'{"error": {"code": "resource_already_exists"}}')
         with self._lock:
             self.received.extend(Received(name, auth, event_id, body) for name, event_id, body in events)
             drop = self._drops > 0
