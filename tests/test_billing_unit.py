@@ -249,14 +249,14 @@ async def test_a_late_commit_is_never_skipped_by_the_cursor(conn: asyncpg.Connec
         await conn.fetchval(LEDGER, "user:fast", "settle", -2, 2, "hf", "call-fast", None)  # seq 2, committed
         assert await store.next_batch(conn, (0, 0), 100, 0) == []  # nothing past the open transaction
         await tx.commit()
-        batch = await settled(conn, want=2)
+        batch = await settled(conn, usage_wait=0, want=2)
     finally:
         await slow.close()
     assert [e.event_id for e in batch] == ["call-slow", "call-fast"]
     await store.advance(conn, "x", (batch[0].txid, batch[0].seq), 1)
     await store.advance(conn, "x", (0, 0), 5)  # never backwards
     assert await store.cursor(conn, "x") == (batch[0].txid, batch[0].seq)
-    assert [e.event_id for e in await settled(conn, await store.cursor(conn, "x"))] == ["call-fast"]
+    assert [e.event_id for e in await settled(conn, await store.cursor(conn, "x"), 0)] == ["call-fast"]
 
 
 async def test_a_charge_waits_for_its_usage_row(conn: asyncpg.Connection) -> None:
