@@ -210,9 +210,9 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def settled(conn: asyncpg.Connection, after: tuple[int, int] = (0, 0), usage_wait: float = 60,
                   want: int = 1) -> list[store.Event]:
-    """``next_batch`` once it has ``want`` events: a write transaction of another database on the same
-    cluster (other test runs) holds back what is settled for a moment."""
-    for _ in range(100):
+    """``next_batch`` once it has ``want`` events (up to 60 s): a long write transaction anywhere on the
+    same cluster (another test run's, a benchmark's fill) holds back what is settled meanwhile."""
+    for _ in range(600):
         batch = await store.next_batch(conn, after, 100, usage_wait)
         if len(batch) >= want:
             return batch

@@ -67,13 +67,13 @@ async def next_batch(conn: asyncpg.Connection, after: tuple[int, int], limit: in
     """Up to ``limit`` events after the cursor, stopping before the first charge still waiting for
     its usage row (order is kept: nothing after it is sent before it)."""
     rows = await conn.fetch(
-        _SELECT + f"WHERE (o.txid, o.seq) > ($1, $2) AND o.txid < {_SETTLED} "
-        "ORDER BY o.txid, o.seq LIMIT $3", after[0], after[1], limit)
+        _SELECT.replace("FROM", ", (o.kind = 'charge' AND u.id IS NULL AND "
+                                "o.created_at > now() - make_interval(secs => $4)) AS waiting FROM", 1)
+        + f"WHERE (o.txid, o.seq) > ($1, $2) AND o.txid < {_SETTLED} "
+        "ORDER BY o.txid, o.seq LIMIT $3", after[0], after[1], limit, float(usage_wait_seconds))
     events: list[Event] = []
-    now = await conn.fetchval("SELECT now()") if rows else None
     for row in rows:
-        if row["kind"] == "charge" and not row["has_usage"] and \
-                (now - row["created_at"]).total_seconds() < usage_wait_seconds:
+        if row["waiting"]:
             break
         events.append(_event(row))
     return events

@@ -50,6 +50,8 @@ class ExportWorker:
         self.failures = 0
         self.last_error: str | None = None
         self.last_success: float | None = None
+        self._renewed = 0.0  # monotonic time of the last lease renewal
+        self._replays_checked = 0.0  # ... and of the last look for dead letters to replay
 
     @property
     def name(self) -> str:
@@ -78,7 +80,7 @@ class ExportWorker:
         """One round; returns how long to sleep before the next."""
         idle = self.settings.poll_interval_seconds
         try:
-            if not await self.lease.acquire():
+            if not await self._hold_lease():
                 return min(idle * 5, self.settings.lease_ttl_seconds / 3)
             sent, full = await self.export_once(client)
         except TRANSIENT as exc:
@@ -91,11 +93,26 @@ class ExportWorker:
             self.failures, self.last_error, self.last_success = 0, None, time.time()
         return 0.0 if full else idle
 
+    async def _hold_lease(self) -> bool:
+        """Take the lease, or renew it once a third of its TTL has passed (not every round: a backlog
+        drains in rounds of milliseconds)."""
+        now = time.monotonic()
+        if self.lease.holding and now - self._renewed < self.settings.lease_ttl_seconds / 3:
+            return True
+        held = await self.lease.acquire()
+        if held:
+            self._renewed = now
+        return held
+
     async def export_once(self, client: httpx.AsyncClient) -> tuple[int, bool]:
-        """Send one batch; -> (events handled, whether the batch was full)."""
+        """Send one batch; -> (events handled, whether the batch was full). Replays an operator asked
+        for are looked for once per ``poll_interval_seconds``, and go before new events."""
         limit = self.exporter.settings.batch
+        look_for_replays = time.monotonic() - self._replays_checked >= self.settings.poll_interval_seconds
         async with self.rt.pool.acquire(timeout=5.0) as conn:
-            replays = await store.replay_batch(conn, self.name, limit)
+            replays = await store.replay_batch(conn, self.name, limit) if look_for_replays else []
+            if look_for_replays and not replays:
+                self._replays_checked = time.monotonic()
             events = [] if replays else await store.next_batch(
                 conn, await store.cursor(conn, self.name), limit, self.settings.usage_wait_seconds)
         if replays:  # an operator asked for these: sent whatever their age; refused again -> dead again
@@ -130,8 +147,12 @@ class ExportWorker:
                 raise
             dead.append((fresh, str(exc)))
         last = events[-1]
-        async with self.rt.pool.acquire(timeout=5.0) as conn, conn.transaction():
-            for batch, reason in dead:
-                await store.dead_letter(conn, self.name, batch, reason)
-            await store.advance(conn, self.name, (last.txid, last.seq), len(events))
+        async with self.rt.pool.acquire(timeout=5.0) as conn:
+            if dead:
+                async with conn.transaction():
+                    for batch, reason in dead:
+                        await store.dead_letter(conn, self.name, batch, reason)
+                    await store.advance(conn, self.name, (last.txid, last.seq), len(events))
+            else:
+                await store.advance(conn, self.name, (last.txid, last.seq), len(events))
         return len(events), len(events) == limit

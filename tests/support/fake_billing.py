@@ -9,6 +9,7 @@ failure and re-sends what was already recorded (what receivers dedupe on their i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import uvicorn
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -35,7 +37,9 @@ class Received:
 
 
 class FakeBilling:
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep  # False: count accepted events only (benchmarks drain millions)
+        self.accepted = 0
         self.received: list[Received] = []
         self.requests = 0
         self._fail: list[int] = []  # statuses to answer next, one per request
@@ -51,6 +55,7 @@ class FakeBilling:
         with self._lock:
             self.received.clear()
             self.requests, self._fail, self._drops, self.delay, self.strict = 0, [], 0, 0.0, False
+            self.accepted = 0
 
     def fail(self, status: int, times: int) -> None:
         with self._lock:
@@ -97,6 +102,8 @@ class FakeBilling:
         elif path == STRIPE:
             form = dict(parse_qsl((await request.body()).decode()))
             events = [("stripe", form["identifier"], form)]
+        elif path == "/_fake/accepted":
+            return await _answer(send, 200, json.dumps({"accepted": self.accepted}).encode())
         else:
             return await _answer(send, 404, b'{"error": "not found"}')
         with self._lock:
@@ -109,7 +116,9 @@ class FakeBilling:
         if refused and path == STRIPE:
             return await _answer(send, 400, b'{"error": {"code": "resource_already_exists"}}')
         with self._lock:
-            self.received.extend(Received(name, auth, event_id, body) for name, event_id, body in events)
+            self.accepted += len(events)
+            if self.keep:
+                self.received.extend(Received(name, auth, event_id, body) for name, event_id, body in events)
             drop = self._drops > 0
             self._drops -= drop
         if self.delay:  # slow: recorded at once, answered late (a proxy killed meanwhile never hears it)
@@ -130,10 +139,23 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
 class FakeBillingServer(FakeProviderServer):
     """The fake provider's loopback runner (``up()`` / ``down()``) around a :class:`FakeBilling`."""
 
-    def __init__(self) -> None:
-        super().__init__(FakeBilling())  # type: ignore[arg-type] - any object with an ASGI ``app``
+    def __init__(self, keep: bool = True, port: int | None = None) -> None:
+        super().__init__(FakeBilling(keep), port)  # type: ignore[arg-type] - any object with an ASGI ``app``
         self.billing: FakeBilling = self.provider  # type: ignore[assignment]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def main() -> None:
+    """Standalone (benchmarks): ``python -m tests.support.fake_billing --port 9100``; counts only."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    uvicorn.run(FakeBilling(keep=False).app, host="127.0.0.1", port=args.port, log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()
