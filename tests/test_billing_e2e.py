@@ -5,6 +5,7 @@ dropped after accepting a batch, a proxy killed with -9 mid-export — exactly o
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -12,13 +13,15 @@ from decimal import Decimal
 
 import pytest
 
+from litellm_plugins.billing.exporters.webhook import signature
 from tests.support.fake_billing import FakeBilling, FakeBillingServer
 from tests.support.proxy import MASTER_KEY
 from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, plugins_cli, wait_for
 
 UNIT = Decimal(1_000_000)
 SECRETS = {"lago": "lago-test-secret-0001", "openmeter": "om-test-secret-0002",
-           "stripe": "sk_test_stripe_secret_0003", "stale": "lago-test-secret-stale-0004"}
+           "stripe": "sk_test_stripe_secret_0003", "stale": "lago-test-secret-stale-0004",
+           "ops": "whsec_" + base64.b64encode(b"ops-webhook-signing-key-0005").decode()}
 ENV = {f"TEST_BILLING_{name.upper()}_KEY": secret for name, secret in SECRETS.items()}
 STALE_AFTER_S = 8.64  # max_event_age_days 0.0001 of the "stale" exporter
 
@@ -31,7 +34,10 @@ def billing_settings(url: str) -> dict:
             "retry_max_seconds": 1.0, "lease_ttl_seconds": 3, "request_timeout_seconds": 2,
             "usage_wait_seconds": 10,
             "exporters": [exporter("lago", "lago", grant_code="credit_grant"), exporter("openmeter", "openmeter"),
-                          exporter("stripe", "stripe"), exporter("stale", "lago", max_event_age_days=0.0001)]}
+                          exporter("stripe", "stripe"), exporter("stale", "lago", max_event_age_days=0.0001),
+                          # low_balance below the starting grant: each account's first charge crosses it
+                          {**exporter("ops", "webhook", events=["low_balance"], low_balance_credits=1000),
+                           "url": url + "/hooks/ops"}]}
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +172,14 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
     assert one["external_subscription_id"] == "user:bill-a"  # the account id
     assert one["properties"]["model_group"] == "gpt-4o-mini" and one["properties"]["byok"] is False
     assert one["properties"]["prompt_tokens"] > 0 and Decimal(one["properties"]["cost_usd"]) > 0
+    # operators' webhooks: one low_balance per account after dedupe, every copy signed with the secret
+    await until(lambda: len(billing.unique("webhook", "/hooks/ops")) >= 2, 60, "low_balance webhooks")
+    hooks = billing.unique("webhook", "/hooks/ops")
+    assert sorted(h.body["json"]["data"]["account"] for h in hooks.values()) == ["team:bill-team-b", "user:bill-a"]
+    assert {h.body["json"]["type"] for h in hooks.values()} == {"low_balance"}
+    for h in billing.events("webhook", "/hooks/ops"):
+        assert h.body["signature"] == signature(SECRETS["ops"], h.event_id, int(h.body["timestamp"]), h.body["raw"])
+        assert h.event_id.split(":")[0] in charges and abs(int(h.body["timestamp"]) - time.time()) < 600
     # secrets never in logs or API output
     for p in (proxy, after):
         text = p.log_text()
@@ -222,6 +236,6 @@ async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, key
         {i: "replayed" for i in ids}
     status = plugins_cli(proxy, module_database, "billing", "status")
     assert status.returncode == 0, status.stderr
-    assert set(json.loads(status.stdout)) == {"lago", "openmeter", "stripe", "stale"}
+    assert set(json.loads(status.stdout)) == {"lago", "openmeter", "stripe", "stale", "ops"}
     unknown = plugins_cli(proxy, module_database, "billing", "replay", "--exporter", "nope")
     assert unknown.returncode == 1 and "unknown exporter 'nope'" in unknown.stderr

@@ -4,6 +4,7 @@ receiver over loopback HTTP, settings, backoff, and the outbox trigger in a real
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -17,10 +18,12 @@ from litellm_plugins.billing.exporters import DeliveryError, build
 from litellm_plugins.billing.exporters.lago import event_body
 from litellm_plugins.billing.exporters.openmeter import cloud_event
 from litellm_plugins.billing.exporters.stripe import form
+from litellm_plugins.billing.exporters.webhook import message, signature
 from litellm_plugins.billing.settings import BillingSettings, ExporterSettings
 from litellm_plugins.billing.worker import backoff
 from litellm_plugins.core.migrator import migrate
 from litellm_plugins.core.settings import SettingsError, parse_settings
+from litellm_plugins.credits.money import fmt
 from tests.support.fake_billing import FakeBilling, FakeBillingServer
 from tests.test_core_settings import VALID
 
@@ -273,3 +276,82 @@ async def test_a_charge_waits_for_its_usage_row(conn: asyncpg.Connection) -> Non
     await conn.execute("UPDATE billing_outbox SET created_at = $1", old)
     await conn.execute("DELETE FROM usage_log")
     assert len(await settled(conn, want=2)) == 2  # waited long enough: sent without it
+
+
+# ---- operators' webhooks ----------------------------------------------------------------------------------
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_signature_matches_the_standard_webhooks_test_vector() -> None:
+    assert signature(SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, '{"test": 2432232314}') == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def charge(balance_after: int, units: int, event_id: str = "call-x") -> store.Event:
+    return store.Event(seq=1, txid=1, event_id=event_id, account="user:w", kind="charge", units=units,
+                       created_at=AT, balance_after=balance_after)
+
+
+@pytest.mark.parametrize(("balance_after", "units", "fires"), [
+    (99_999_999, 2, True),        # 100.000001 -> 99.999999 crosses 100
+    (99_999_999, 1, True),        # from exactly the threshold
+    (100_000_000, 5, False),      # lands on the threshold: not below it
+    (50_000_000, 1, False),       # already below
+    (200_000_000, 10, False),     # far above
+])
+def test_low_balance_fires_once_when_a_charge_crosses_the_threshold(balance_after: int, units: int,
+                                                                    fires: bool) -> None:
+    made = message(charge(balance_after, units), 100_000_000)
+    assert (made is not None) is fires
+    if fires:
+        assert made == ("low_balance", {"account": "user:w", "balance": fmt(balance_after),
+                                        "threshold": "100.000000", "charge_id": "call-x"})
+
+
+def webhook(receiver: FakeBillingServer, **extra) -> ExporterSettings:
+    return ExporterSettings(name="ops", type="webhook", url=receiver.url + "/hooks/ops", api_key=SECRET, **extra)
+
+
+async def test_webhooks_are_signed_and_filtered_by_type(receiver: FakeBillingServer, billing: FakeBilling) -> None:
+    down = store.Event(seq=2, txid=2, event_id="health-9", account="openai", kind="provider_down", units=0,
+                       created_at=AT, data={"model_id": "m1", "model_group": "gpt-4o-mini", "provider": "openai",
+                                            "state": "open", "reason": "5 failures"})
+    async with httpx.AsyncClient() as client:
+        await build(webhook(receiver, low_balance_credits=100)).send(client, [charge(99_999_999, 2), down, GRANT])
+        await build(webhook(receiver, events=("provider_up",))).send(client, [charge(99_999_999, 2), down])
+    got = billing.events("webhook", "/hooks/ops")
+    assert [(r.event_id, r.body["json"]["type"]) for r in got] == [("call-x:low_balance", "low_balance"),
+                                                                    ("health-9:provider_down", "provider_down")]
+    assert got[1].body["json"] == {"type": "provider_down", "timestamp": "2026-12-01T12:30:15Z",
+                                   "data": down.data}
+    for r in got:
+        assert r.body["signature"] == signature(SECRET, r.event_id, int(r.body["timestamp"]), r.body["raw"])
+        assert r.body["signature"] != signature("whsec_" + "QUJD", r.event_id, int(r.body["timestamp"]),
+                                                r.body["raw"])
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"url": None, "api_key": SECRET}, "needs its url"),
+    ({"url": "http://h/x", "api_key": "not-a-secret"}, "whsec_<base64>"),
+    ({"url": "http://h/x", "api_key": "whsec_!!"}, "whsec_<base64>"),
+    ({"url": "http://h/x", "api_key": SECRET, "events": ["credits_exhausted"]}, "events"),
+])
+def test_webhook_settings_are_checked(extra: dict, named: str) -> None:
+    section = {**VALID, "credits": {"enabled": True},
+               "billing": {"enabled": True, "exporters": [{"name": "ops", "type": "webhook", **extra}]}}
+    with pytest.raises(SettingsError, match=named.replace("[", r"\[")):
+        parse_settings(section)
+
+
+HEALTH = "INSERT INTO health_events (model_id, model_group, provider, state, up) VALUES ($1, 'g', 'openai', $2, $3)"
+
+
+async def test_provider_down_and_up_are_outbox_rows_only_when_up_flips(conn: asyncpg.Connection) -> None:
+    for state, up in [("closed", True), ("open", False), ("forced_down", False), ("closed", True), ("closed", True)]:
+        await conn.execute(HEALTH, "m1", state, up)
+    await conn.execute(HEALTH, "m2", "open", False)  # first seen down
+    rows = await conn.fetch("SELECT kind, account, data FROM billing_outbox ORDER BY seq")
+    assert [(r["kind"], json.loads(r["data"])["model_id"], json.loads(r["data"])["state"]) for r in rows] == [
+        ("provider_down", "m1", "open"), ("provider_up", "m1", "closed"), ("provider_down", "m2", "open")]
+    batch = await settled(conn, usage_wait=0, want=3)
+    assert [e.data["model_id"] for e in batch] == ["m1", "m1", "m2"] and batch[0].account == "openai"

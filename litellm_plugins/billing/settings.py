@@ -7,19 +7,23 @@ from the environment (``os.environ/NAME``, resolved only when billing is enabled
 
 from __future__ import annotations
 
+import base64
+import binascii
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from litellm_plugins.core.errors import SettingsError
 
 KEY = "litellm_plugins.billing"
 
 # What each receiver accepts at most per request, and the oldest event it takes (None: any).
-MAX_BATCH = {"lago": 100, "openmeter": 1000, "stripe": 1}
-MAX_AGE_DAYS = {"lago": None, "openmeter": None, "stripe": 35}
+MAX_BATCH = {"lago": 100, "openmeter": 1000, "stripe": 1, "webhook": 20}
+MAX_AGE_DAYS = {"lago": None, "openmeter": None, "stripe": 35, "webhook": None}
 DEFAULT_URL = {"lago": "https://api.getlago.com", "openmeter": "https://openmeter.cloud",
                "stripe": "https://api.stripe.com"}
+WEBHOOK_EVENTS = ("low_balance", "provider_down", "provider_up")
 
 
 class ExporterSettings(BaseModel):
@@ -28,10 +32,11 @@ class ExporterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    type: Literal["lago", "openmeter", "stripe"]
+    type: Literal["lago", "openmeter", "stripe", "webhook"]
     enabled: bool = True
     url: str | None = Field(default=None, description="Receiver base URL (default: the vendor's cloud API).")
-    api_key: str = Field(min_length=1, description="Bearer token / secret key; use os.environ/NAME.")
+    api_key: str = Field(min_length=1, description="Bearer token / secret key (webhook: the signing secret "
+                                                   "whsec_<base64>); use os.environ/NAME.")
     # What the receiver calls the metered quantity (Lago billable metric code, OpenMeter event type,
     # Stripe meter event name) for charges; grants are sent only when grant_code is set.
     code: str = Field(default="llm_credits", min_length=1, max_length=200)
@@ -43,6 +48,31 @@ class ExporterSettings(BaseModel):
         description="Older events go to the dead-letter list (default: the receiver's limit, Stripe 35).")
     source: str = Field(default="litellm-plugins", min_length=1, max_length=200,
                         description="OpenMeter CloudEvents `source`.")
+    # ---- webhook only ----
+    events: tuple[Literal["low_balance", "provider_down", "provider_up"], ...] = Field(
+        default=WEBHOOK_EVENTS, description="Webhook event types sent to this URL.")
+    low_balance_credits: Decimal = Field(default=Decimal(100), ge=0, le=Decimal(10) ** 12,
+                                         description="low_balance fires when a charge takes an account's "
+                                                     "balance below this.")
+
+    @field_validator("low_balance_credits", mode="before")
+    @classmethod
+    def _exact(cls, value: object) -> object:
+        return Decimal(str(value)) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _webhook(self) -> ExporterSettings:
+        if self.type != "webhook" or self.api_key.startswith("os.environ/"):
+            return self
+        if self.url is None:
+            raise ValueError("a webhook exporter needs its url")
+        try:
+            key = base64.b64decode(self.api_key.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not self.api_key.startswith("whsec_") or not key:
+            raise ValueError("api_key of a webhook exporter: the signing secret, whsec_<base64>")
+        return self
 
     @field_validator("url")
     @classmethod

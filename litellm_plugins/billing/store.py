@@ -9,6 +9,7 @@ ledger batch; a charge whose usage row is missing waits for it up to ``usage_wai
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +19,7 @@ import asyncpg
 
 # The outbox row as an exporter sees it. ``units`` are credit units (1 credit = 1,000,000 units).
 _SELECT = (
-    "SELECT o.seq, o.txid, o.event_id, o.account, o.kind, o.units, o.created_at, "
+    "SELECT o.seq, o.txid, o.event_id, o.account, o.kind, o.units, o.balance_after, o.data, o.created_at, "
     "u.id IS NOT NULL AS has_usage, u.model_group, u.power_level, u.byok, u.prompt_tokens, "
     "u.completion_tokens, u.cost_usd "
     "FROM billing_outbox o LEFT JOIN usage_log u ON u.id = o.hold_id ")
@@ -31,9 +32,11 @@ class Event:
     txid: int
     event_id: str
     account: str
-    kind: str  # "charge" | "grant"
+    kind: str  # "charge" | "grant" | "provider_down" | "provider_up"
     units: int
     created_at: datetime
+    balance_after: int | None = None  # the account's balance after this ledger entry
+    data: dict[str, Any] | None = None  # provider_*: model_id, model_group, provider, state, reason
     has_usage: bool = False
     model_group: str | None = None
     power_level: str | None = None
@@ -51,6 +54,7 @@ class Event:
 def _event(row: asyncpg.Record) -> Event:
     return Event(seq=row["seq"], txid=row["txid"], event_id=row["event_id"], account=row["account"],
                  kind=row["kind"], units=row["units"], created_at=row["created_at"],
+                 balance_after=row["balance_after"], data=json.loads(row["data"]) if row["data"] else None,
                  has_usage=row["has_usage"], model_group=row["model_group"], power_level=row["power_level"],
                  byok=bool(row["byok"]), prompt_tokens=row["prompt_tokens"] or 0,
                  completion_tokens=row["completion_tokens"] or 0,

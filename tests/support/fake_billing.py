@@ -1,5 +1,6 @@
-"""A fake billing receiver on loopback (Lago, OpenMeter and Stripe meter-event endpoints) for the
-billing export tests — the billing counterpart of the fake provider.
+"""A fake billing receiver on loopback (Lago, OpenMeter and Stripe meter-event endpoints, and
+operators' webhook endpoints under ``/hooks/``) for the billing export tests — the billing
+counterpart of the fake provider.
 
 Records every event it accepts (with the Authorization header it came with, so several exporters of
 the same type are told apart by their keys); answers 5xx, late (after recording), or not at all on demand; and can
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from tests.support.fake_provider import FakeProviderServer
 
 LAGO, OPENMETER, STRIPE = "/api/v1/events/batch", "/api/v1/events", "/v1/billing/meter_events"
+WEBHOOKS = "/hooks/"  # operators' webhook endpoints: /hooks/<name>, recorded with the path as "authorization"
 
 
 @dataclass
@@ -102,6 +104,12 @@ class FakeBilling:
         elif path == STRIPE:
             form = dict(parse_qsl((await request.body()).decode()))
             events = [("stripe", form["identifier"], form)]
+        elif path.startswith(WEBHOOKS):  # an operator's endpoint: the raw body and signature headers
+            raw = (await request.body()).decode()
+            auth = path  # several webhook exporters are told apart by their URL
+            events = [("webhook", request.headers.get("webhook-id", ""), {
+                "raw": raw, "json": json.loads(raw), "timestamp": request.headers.get("webhook-timestamp"),
+                "signature": request.headers.get("webhook-signature")})]
         elif path == "/_fake/accepted":
             return await _answer(send, 200, json.dumps({"accepted": self.accepted}).encode())
         else:

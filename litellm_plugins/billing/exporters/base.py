@@ -66,8 +66,11 @@ class Exporter:
         return self.settings.name
 
     def code(self, event: Event) -> str | None:
-        """The receiver's name for this kind of event; None: not exported (grants without grant_code)."""
-        return self.settings.code if event.kind == "charge" else self.settings.grant_code
+        """The receiver's name for this kind of event; None: not exported (grants without grant_code,
+        health changes: those are for webhooks)."""
+        if event.kind == "charge":
+            return self.settings.code
+        return self.settings.grant_code if event.kind == "grant" else None
 
     async def send(self, client: httpx.AsyncClient, events: list[Event]) -> None:
         raise NotImplementedError
