@@ -8,13 +8,12 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
 from litellm_plugins.billing.exporters.webhook import signature
-from tests.support.fake_billing import FakeBilling, FakeBillingServer
+from tests.support.fake_billing import FakeBilling
 from tests.support.proxy import MASTER_KEY
 from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, plugins_cli, wait_for
 
@@ -41,28 +40,12 @@ def billing_settings(url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[FakeBillingServer]:
-    server = FakeBillingServer()
-    server.up()
-    yield server
-    server.down()
-
-
-@pytest.fixture
-def billing(receiver: FakeBillingServer) -> Iterator[FakeBilling]:
-    receiver.up()
-    yield receiver.billing
-    receiver.up()
-    receiver.billing.reset()
-
-
-@pytest.fixture(scope="module")
-def start_billing_proxy(start_proxy, receiver, tmp_path_factory):
+def start_billing_proxy(start_proxy, billing_receiver, tmp_path_factory):
     spool = tmp_path_factory.mktemp("spool")
 
     def start(name: str):
         return start_proxy(plugins={**OTHERS_OFF, "credits": {**CREDITS, "spool_dir": str(spool)},
-                                    "billing": billing_settings(receiver.url)}, name=name, env=ENV)
+                                    "billing": billing_settings(billing_receiver.url)}, name=name, env=ENV)
     return start
 
 
@@ -120,18 +103,18 @@ def ready_billing(proxy) -> dict:
 
 
 async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billing_proxy, keys, fake, billing,
-                                                                     receiver, module_database):
+                                                                     billing_receiver, module_database):
     keys.add("sk-bill-a", user_id="bill-a")
     keys.add("sk-bill-b", team_id="bill-team-b")
     proxy = start_billing_proxy("billing-a")
     dsn = module_database
 
     # 1. receiver down: charges wait in the outbox (backlog on /plugins/ready), then drain
-    receiver.down()
+    billing_receiver.down()
     down_ids = calls(proxy, "sk-bill-a", 3, "down") + calls(proxy, "sk-bill-b", 2, "down")
     await settles_written(dsn, down_ids)
     await until(lambda: ready_billing(proxy)["lago"]["backlog"] >= len(down_ids), 30, "backlog on /plugins/ready")
-    receiver.up()
+    billing_receiver.up()
     # 2. 5xx answers, then 3. a batch accepted and its connection dropped (so it is sent again)
     billing.fail(503, 3)
     fault_ids = calls(proxy, "sk-bill-a", 3, "5xx")
@@ -191,16 +174,16 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
     assert status["lago"]["backlog"] == 0 and status["lago"]["exported"] >= len(charges) + len(grants)
 
 
-async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, keys, fake, billing, receiver,
+async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, keys, fake, billing, billing_receiver,
                                                         module_database):
     keys.add("sk-bill-stale", user_id="bill-stale")
     keys.add("sk-bill-user", user_id="bill-user")
     proxy = start_billing_proxy("billing-stale")
-    receiver.down()
+    billing_receiver.down()
     ids = calls(proxy, "sk-bill-stale", 2, "stale")
     await settles_written(module_database, ids)
     time.sleep(STALE_AFTER_S + 1)  # older than the "stale" exporter accepts, while its receiver is down
-    receiver.up()
+    billing_receiver.up()
     await until(lambda: set(ids) <= set(received_credits(billing, "lago", "lago")), 60, "the other exporters")
 
     def dead(client) -> dict[str, dict]:

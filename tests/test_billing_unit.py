@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -67,21 +67,6 @@ def test_stripe_meter_event_form() -> None:
 
 
 # ---- exporters against the fake receiver ---------------------------------------------------------------
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[FakeBillingServer]:
-    server = FakeBillingServer()
-    server.up()
-    yield server
-    server.down()
-
-
-@pytest.fixture
-def billing(receiver: FakeBillingServer) -> Iterator[FakeBilling]:
-    receiver.billing.reset()
-    yield receiver.billing
-    receiver.billing.reset()
-
-
 def events(n: int, start: int = 0) -> list[store.Event]:
     return [store.Event(seq=i, txid=i, event_id=f"call-{i}", account="user:bob", kind="charge", units=i,
                         created_at=AT) for i in range(start, start + n)]
@@ -89,9 +74,9 @@ def events(n: int, start: int = 0) -> list[store.Event]:
 
 @pytest.mark.parametrize(("type_", "stored"), [("lago", 4), ("stripe", 4), ("openmeter", 7)])
 async def test_exporter_delivers_with_its_key_and_known_ids_count_as_delivered(
-        type_: str, stored: int, receiver: FakeBillingServer, billing: FakeBilling) -> None:
+        type_: str, stored: int, billing_receiver: FakeBillingServer, billing: FakeBilling) -> None:
     """OpenMeter takes a known id again and dedupes it itself; Lago and Stripe refuse it (strict)."""
-    exporter = build(exporter_settings(type_, url=receiver.url))
+    exporter = build(exporter_settings(type_, url=billing_receiver.url))
     receiver_name = type_
     async with httpx.AsyncClient() as client:
         await exporter.send(client, events(3))
@@ -102,42 +87,42 @@ async def test_exporter_delivers_with_its_key_and_known_ids_count_as_delivered(
     assert len(billing.events(receiver_name, "Bearer secret-" + type_ + "-1234")) == stored
 
 
-async def test_grants_are_sent_only_with_a_grant_code(receiver: FakeBillingServer, billing: FakeBilling) -> None:
+async def test_grants_are_sent_only_with_a_grant_code(billing_receiver: FakeBillingServer, billing: FakeBilling) -> None:
     async with httpx.AsyncClient() as client:
-        await build(exporter_settings("lago", url=receiver.url)).send(client, [GRANT])
+        await build(exporter_settings("lago", url=billing_receiver.url)).send(client, [GRANT])
         assert billing.received == []
-        await build(exporter_settings("lago", url=receiver.url, grant_code="topup")).send(client, [GRANT])
+        await build(exporter_settings("lago", url=billing_receiver.url, grant_code="topup")).send(client, [GRANT])
     assert [(r.event_id, r.body["code"]) for r in billing.received] == [("ledger-42", "topup")]
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(503, True), (500, True), (429, True), (408, True),
                                                    (400, False), (401, False), (422, False)])
 async def test_failures_say_whether_to_retry_and_never_echo_the_key(
-        status: int, retryable: bool, receiver: FakeBillingServer, billing: FakeBilling) -> None:
+        status: int, retryable: bool, billing_receiver: FakeBillingServer, billing: FakeBilling) -> None:
     billing.fail(status, 1)
     async with httpx.AsyncClient() as client:
         with pytest.raises(DeliveryError) as info:
-            await build(exporter_settings("lago", url=receiver.url)).send(client, events(1))
+            await build(exporter_settings("lago", url=billing_receiver.url)).send(client, events(1))
     assert info.value.retryable is retryable
     assert str(info.value) == f"lago-test: HTTP {status}"
 
 
-async def test_a_dropped_connection_and_a_down_receiver_are_retryable(receiver: FakeBillingServer,
+async def test_a_dropped_connection_and_a_down_receiver_are_retryable(billing_receiver: FakeBillingServer,
                                                                      billing: FakeBilling) -> None:
-    exporter = build(exporter_settings("openmeter", url=receiver.url))
+    exporter = build(exporter_settings("openmeter", url=billing_receiver.url))
     billing.drop_after_accept(1)
     async with httpx.AsyncClient() as client:
         with pytest.raises(DeliveryError) as info:
             await exporter.send(client, events(2))
         assert info.value.retryable and "secret" not in str(info.value)
         assert len(billing.received) == 2  # accepted before the drop: a retry sends them again
-        receiver.down()
+        billing_receiver.down()
         try:
             with pytest.raises(DeliveryError) as info:
                 await exporter.send(client, events(1))
             assert info.value.retryable
         finally:
-            receiver.up()
+            billing_receiver.up()
 
 
 # ---- settings and backoff --------------------------------------------------------------------------------
@@ -308,17 +293,17 @@ def test_low_balance_fires_once_when_a_charge_crosses_the_threshold(balance_afte
                                         "threshold": "100.000000", "charge_id": "call-x"})
 
 
-def webhook(receiver: FakeBillingServer, **extra) -> ExporterSettings:
-    return ExporterSettings(name="ops", type="webhook", url=receiver.url + "/hooks/ops", api_key=SECRET, **extra)
+def webhook(server: FakeBillingServer, **extra) -> ExporterSettings:
+    return ExporterSettings(name="ops", type="webhook", url=server.url + "/hooks/ops", api_key=SECRET, **extra)
 
 
-async def test_webhooks_are_signed_and_filtered_by_type(receiver: FakeBillingServer, billing: FakeBilling) -> None:
+async def test_webhooks_are_signed_and_filtered_by_type(billing_receiver: FakeBillingServer, billing: FakeBilling) -> None:
     down = store.Event(seq=2, txid=2, event_id="health-9", account="openai", kind="provider_down", units=0,
                        created_at=AT, data={"model_id": "m1", "model_group": "gpt-4o-mini", "provider": "openai",
                                             "state": "open", "reason": "5 failures"})
     async with httpx.AsyncClient() as client:
-        await build(webhook(receiver, low_balance_credits=100)).send(client, [charge(99_999_999, 2), down, GRANT])
-        await build(webhook(receiver, events=("provider_up",))).send(client, [charge(99_999_999, 2), down])
+        await build(webhook(billing_receiver, low_balance_credits=100)).send(client, [charge(99_999_999, 2), down, GRANT])
+        await build(webhook(billing_receiver, events=("provider_up",))).send(client, [charge(99_999_999, 2), down])
     got = billing.events("webhook", "/hooks/ops")
     assert [(r.event_id, r.body["json"]["type"]) for r in got] == [("call-x:low_balance", "low_balance"),
                                                                     ("health-9:provider_down", "provider_down")]

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from litellm_plugins.core.errors import SettingsError
+from litellm_plugins.credits.settings import _decimal
 
 KEY = "litellm_plugins.billing"
 
@@ -55,10 +56,7 @@ class ExporterSettings(BaseModel):
                                          description="low_balance fires when a charge takes an account's "
                                                      "balance below this.")
 
-    @field_validator("low_balance_credits", mode="before")
-    @classmethod
-    def _exact(cls, value: object) -> object:
-        return Decimal(str(value)) if isinstance(value, float) else value
+    _exact = field_validator("low_balance_credits", mode="before")(classmethod(lambda cls, v: _decimal(v)))
 
     @model_validator(mode="after")
     def _webhook(self) -> ExporterSettings:

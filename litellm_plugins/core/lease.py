@@ -1,5 +1,7 @@
 """A Redis lease: one holder at a time across workers and proxies for a background job.
 
+(The health prober uses the same two scripts with its own bookkeeping.)
+
 ``SET NX PX`` with an owner token, renewed only by its owner (a Lua compare-and-expire) and
 released only by its owner; a holder that dies (kill -9) is replaced once the TTL runs out.
 A lease is not a fence: a holder paused longer than its TTL may overlap the next one for a moment,
@@ -14,13 +16,13 @@ import uuid
 
 import redis.asyncio as aioredis
 
-_RENEW = """
+RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
-_RELEASE = """
+RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -32,8 +34,8 @@ class RedisLease:
         self.key = key
         self.ttl_ms = int(ttl_seconds * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
         self.holding = False
 
     async def acquire(self) -> bool:
