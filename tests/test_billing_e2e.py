@@ -118,7 +118,7 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
     # 2. 5xx answers, then 3. a batch accepted and its connection dropped (so it is sent again)
     billing.fail(503, 3)
     fault_ids = calls(proxy, "sk-bill-a", 3, "5xx")
-    billing.drop_after_accept(2)
+    billing.drop_after_accept(2, bearer("lago"))
     fault_ids += calls(proxy, "sk-bill-b", 3, "drop")
     await settles_written(dsn, down_ids + fault_ids)
     every = set(down_ids + fault_ids)
@@ -197,7 +197,7 @@ async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, key
         assert {letters[i]["status"] for i in ids} == {"dead"}
         assert "older than" in letters[ids[0]]["reason"] and letters[ids[0]]["account"] == "user:bill-stale"
         assert not set(ids) & set(received_credits(billing, "lago", "stale"))
-        assert ready_billing(proxy)["stale"]["dead_letters"] >= 2
+        await until(lambda: ready_billing(proxy)["stale"]["dead_letters"] >= 2, 15, "dead letters on /plugins/ready")
         with proxy.client("sk-bill-user") as user:  # admin only
             assert user.get("/plugins/billing/dead-letters").status_code == 403
             assert user.post("/plugins/billing/dead-letters/replay", json={"exporter": "stale"}).status_code == 403

@@ -46,6 +46,7 @@ class FakeBilling:
         self.requests = 0
         self._fail: list[int] = []  # statuses to answer next, one per request
         self._drops = 0  # requests to accept, record, then drop the connection of
+        self._drop_for: str | None = None  # ... only those with this Authorization header
         self.delay = 0.0
         # Refuse a known id instead of accepting it again, as older Lago (422 value_already_exist for
         # those indexes, nothing of the batch stored) and Stripe (400 resource_already_exists) do.
@@ -57,15 +58,18 @@ class FakeBilling:
         with self._lock:
             self.received.clear()
             self.requests, self._fail, self._drops, self.delay, self.strict = 0, [], 0, 0.0, False
-            self.accepted = 0
+            self.accepted, self._drop_for = 0, None
 
     def fail(self, status: int, times: int) -> None:
         with self._lock:
             self._fail.extend([status] * times)
 
-    def drop_after_accept(self, times: int) -> None:
+    def drop_after_accept(self, times: int, authorization: str | None = None) -> None:
+        """The next ``times`` requests (with this Authorization header, if given) are recorded, then
+        their connection is dropped before the answer completes."""
         with self._lock:
             self._drops += times
+            self._drop_for = authorization
 
     # ---- views -------------------------------------------------------------------------------
     def events(self, receiver: str, authorization: str) -> list[Received]:
@@ -127,7 +131,7 @@ class FakeBilling:
             self.accepted += len(events)
             if self.keep:
                 self.received.extend(Received(name, auth, event_id, body) for name, event_id, body in events)
-            drop = self._drops > 0
+            drop = self._drops > 0 and self._drop_for in (None, auth)
             self._drops -= drop
         if self.delay:  # slow: recorded at once, answered late (a proxy killed meanwhile never hears it)
             await asyncio.sleep(self.delay)
