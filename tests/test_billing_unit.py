@@ -96,7 +96,8 @@ async def test_grants_are_sent_only_with_a_grant_code(billing_receiver: FakeBill
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(503, True), (500, True), (429, True), (408, True),
-                                                   (400, False), (401, False), (422, False)])
+                                                   (401, True), (403, True), (404, True),
+                                                   (400, False), (413, False), (422, False)])
 async def test_failures_say_whether_to_retry_and_never_echo_the_key(
         status: int, retryable: bool, billing_receiver: FakeBillingServer, billing: FakeBilling) -> None:
     billing.fail(status, 1)

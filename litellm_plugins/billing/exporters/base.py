@@ -2,8 +2,8 @@
 
 An exporter gets a batch of events in outbox order and either returns (every event delivered, or
 already known to the receiver) or raises :class:`DeliveryError`: ``retryable`` (network, timeout,
-408/425/429/5xx: the same batch is sent again after a backoff) or not (the receiver refuses the
-events themselves: they go to the dead-letter list and the cursor moves on).
+5xx, 429, a wrong key or URL...: the same batch is sent again after a backoff) or not (400 / 413 /
+422, the receiver refuses the events themselves: they go to the dead-letter list, the cursor moves on).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from litellm_plugins.billing.settings import ExporterSettings
 from litellm_plugins.billing.store import Event
 from litellm_plugins.credits.money import fmt
 
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+# The receiver refuses these events themselves: dead letters. Any other failure is retried: 401 /
+# 403 / 404 mean our key or URL is wrong, which the operator fixes (the lag shows it meanwhile);
+# dead-lettering every event until then would only make work.
+REFUSED_STATUSES = frozenset({400, 413, 422})
 
 
 class DeliveryError(Exception):
@@ -52,7 +55,7 @@ def check_status(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    raise DeliveryError(f"{what}: HTTP {status}", retryable=status >= 500 or status in RETRYABLE_STATUSES)
+    raise DeliveryError(f"{what}: HTTP {status}", retryable=status not in REFUSED_STATUSES)
 
 
 class Exporter:
