@@ -31,7 +31,7 @@ def billing_settings(url: str) -> dict:
                 **extra}
     return {"enabled": True, "poll_interval_seconds": 0.2, "retry_initial_seconds": 0.2,
             "retry_max_seconds": 1.0, "lease_ttl_seconds": 3, "request_timeout_seconds": 2,
-            "usage_wait_seconds": 10,
+            "usage_wait_seconds": 10, "outbox_retention_days": 0, "prune_interval_seconds": 1,
             "exporters": [exporter("lago", "lago", grant_code="credit_grant"), exporter("openmeter", "openmeter"),
                           exporter("stripe", "stripe"), exporter("stale", "lago", max_event_age_days=0.0001),
                           # low_balance below the starting grant: each account's first charge crosses it
@@ -172,6 +172,11 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
         settings = c.get("/plugins/settings").text
     assert not any(secret in settings for secret in SECRETS.values())
     assert status["lago"]["backlog"] == 0 and status["lago"]["exported"] >= len(charges) + len(grants)
+    # acknowledged by every exporter: pruned from the outbox (retention 0 here), except what a dead letter needs
+    kept = await wait_for(dsn, "SELECT o.event_id FROM billing_outbox o WHERE NOT EXISTS (SELECT 1 FROM "
+                          "billing_dead_letters d WHERE d.seq = o.seq) AND o.event_id = ANY($1)",
+                          list(charges), expect=lambda rows: not rows, timeout=30)
+    assert kept == []
 
 
 async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, keys, fake, billing, billing_receiver,

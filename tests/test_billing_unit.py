@@ -341,3 +341,19 @@ async def test_provider_down_and_up_are_outbox_rows_only_when_up_flips(conn: asy
         ("provider_down", "m1", "open"), ("provider_up", "m1", "closed"), ("provider_down", "m2", "open")]
     batch = await settled(conn, usage_wait=0, want=3)
     assert [e.data["model_id"] for e in batch] == ["m1", "m1", "m2"] and batch[0].account == "openai"
+
+
+async def test_prune_deletes_only_what_every_exporter_acknowledged(conn: asyncpg.Connection) -> None:
+    assert await store.prune(conn, ["a"], 0, 10) == 0  # no cursor yet: nothing
+    for i in range(5):
+        await conn.fetchval(LEDGER, "user:p", "grant", 1, 1, None, None, f"p{i}")
+    rows = await conn.fetch("SELECT txid, seq FROM billing_outbox ORDER BY seq")
+    await store.advance(conn, "a", (rows[2]["txid"], rows[2]["seq"]), 3)
+    await conn.execute("INSERT INTO billing_dead_letters (exporter, seq, event_id, reason) VALUES ('a', $1, 'x', 'r')",
+                       rows[0]["seq"])
+    assert await store.prune(conn, ["a", "b"], 0, 10) == 0  # b has not acknowledged anything
+    assert await store.prune(conn, ["a"], 1, 10) == 0  # younger than a day
+    assert await store.prune(conn, ["a"], 0, 1) == 1  # a batch at a time
+    assert await store.prune(conn, ["a"], 0, 10) == 1
+    left = [r["seq"] for r in await conn.fetch("SELECT seq FROM billing_outbox ORDER BY seq")]
+    assert left == [rows[0]["seq"], rows[3]["seq"], rows[4]["seq"]]  # the dead letter's and the unacknowledged

@@ -30,7 +30,8 @@ async def status(rt: Runtime) -> dict[str, dict[str, Any]]:
 def _entry(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "exporter": row["exporter"], "event_id": row["event_id"], "seq": row["seq"],
             "account": row["account"], "kind": row["kind"], "credits": fmt(row["units"]),
-            "event_at": row["event_at"].isoformat(), "reason": row["reason"], "status": row["status"],
+            "event_at": row["event_at"].isoformat() if row["event_at"] else None,  # None: pruned after replay
+            "reason": row["reason"], "status": row["status"],
             "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()}
 
 

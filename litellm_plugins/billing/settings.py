@@ -110,6 +110,10 @@ class BillingSettings(BaseModel):
     lease_ttl_seconds: float = Field(default=30.0, ge=1, le=600,
                                      description="Exporter lease in Redis: one sender per exporter across "
                                                  "workers and proxies; a dead one is replaced within this.")
+    outbox_retention_days: float = Field(default=7.0, ge=0, le=3650,
+                                         description="Outbox rows every enabled exporter acknowledged are "
+                                                     "deleted this long after they were written.")
+    prune_interval_seconds: float = Field(default=3600.0, ge=1, le=86400)
     usage_wait_seconds: float = Field(default=30.0, ge=0, le=3600,
                                       description="How long a charge waits for its usage row (tokens, model "
                                                   "group...) before it is exported without them.")

@@ -118,7 +118,7 @@ async def dead_letters(conn: asyncpg.Connection, exporter: str | None, status: s
     rows = await conn.fetch(
         "SELECT d.id, d.exporter, d.seq, d.event_id, d.reason, d.status, d.created_at, d.updated_at, "
         "o.account, o.kind, o.units, o.created_at AS event_at FROM billing_dead_letters d "
-        "JOIN billing_outbox o ON o.seq = d.seq "
+        "LEFT JOIN billing_outbox o ON o.seq = d.seq "  # a replayed one's event may be pruned since
         "WHERE ($1::text IS NULL OR d.exporter = $1) AND ($2::text IS NULL OR d.status = $2) "
         "AND ($3::bigint IS NULL OR d.id < $3) ORDER BY d.id DESC LIMIT $4", exporter, status, before_id, limit)
     return [dict(r) for r in rows]
@@ -148,3 +148,23 @@ async def lag(conn: asyncpg.Connection, exporters: list[str]) -> dict[str, dict[
     return {r["name"]: {"exported": r["exported"], "backlog": r["backlog"],
                         "lag_seconds": round(float(r["lag_seconds"] or 0), 3),
                         "dead_letters": r["dead_letters"]} for r in rows}
+
+
+async def prune(conn: asyncpg.Connection, exporters: list[str], older_than_days: float, limit: int) -> int:
+    """Delete up to ``limit`` outbox rows every listed exporter has acknowledged (behind each cursor),
+    older than ``older_than_days``, that no dead letter still needs. Nothing while an exporter has
+    no cursor yet. Returns how many were deleted."""
+    result = await conn.execute(
+        "WITH mine AS (SELECT c.last_txid, c.last_seq FROM billing_cursors c WHERE c.exporter = ANY($1::text[])), "
+        "floor AS (SELECT m.last_txid, m.last_seq FROM mine m "
+        "          WHERE (SELECT count(*) FROM mine) = cardinality($1::text[]) "
+        "          ORDER BY m.last_txid, m.last_seq LIMIT 1), "
+        "doomed AS (SELECT o.seq FROM billing_outbox o, floor f "
+        "           WHERE (o.txid, o.seq) <= (f.last_txid, f.last_seq) "
+        "           AND o.created_at < now() - make_interval(secs => $2) "
+        "           AND NOT EXISTS (SELECT 1 FROM billing_dead_letters d WHERE d.seq = o.seq "
+        "                           AND d.status <> 'replayed') "
+        "           ORDER BY o.txid, o.seq LIMIT $3) "
+        "DELETE FROM billing_outbox o USING doomed WHERE o.seq = doomed.seq",
+        exporters, older_than_days * 86400.0, limit)
+    return int(result.split()[-1])

@@ -52,6 +52,7 @@ class ExportWorker:
         self.last_success: float | None = None
         self._renewed = 0.0  # monotonic time of the last lease renewal
         self._replays_checked = 0.0  # ... and of the last look for dead letters to replay
+        self._pruned = time.monotonic()  # ... and of the last pruning (the first one an interval after start)
 
     @property
     def name(self) -> str:
@@ -91,7 +92,26 @@ class ExportWorker:
             return delay
         if sent:
             self.failures, self.last_error, self.last_success = 0, None, time.time()
+        if not full and time.monotonic() - self._pruned >= self.settings.prune_interval_seconds:
+            try:
+                await self.prune()
+            except TRANSIENT as exc:
+                log.warning("billing exporter %s: pruning the outbox failed (%s)", self.name, type(exc).__name__)
         return 0.0 if full else idle
+
+    async def prune(self, batch: int = 10_000, max_batches: int = 100) -> int:
+        """Delete outbox rows every enabled exporter has acknowledged, past ``outbox_retention_days``
+        (any exporter's sender may do it: the delete is idempotent). Runs when the outbox is drained."""
+        self._pruned = time.monotonic()
+        names = [e.name for e in self.settings.exporters if e.enabled]
+        total = 0
+        for _ in range(max_batches):
+            async with self.rt.pool.acquire(timeout=5.0) as conn:
+                deleted = await store.prune(conn, names, self.settings.outbox_retention_days, batch)
+            total += deleted
+            if deleted < batch:
+                break
+        return total
 
     async def _hold_lease(self) -> bool:
         """Take the lease, or renew it once a third of its TTL has passed (not every round: a backlog
