@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     name, sep, settings = spec.partition(":")
     if not sep or not name or not settings:
         raise ValueError(f"--variant wants NAME:KEY.PATH=VALUE[,KEY.PATH=VALUE], got {spec!r}")
-    return name, overrides_of(settings.split(","))
+    # split before each KEY.PATH=, so a value may hold commas (a YAML flow list of exporters)
+    return name, overrides_of(re.split(r",(?=[\w.]+=)", settings))
 
 
 async def served_group(proxy: ProxyProcess, model: str) -> str:

@@ -1,4 +1,4 @@
-"""``litellm-plugins``: operator commands (migrate, credits, usage, byok, health).
+"""``litellm-plugins``: operator commands (migrate, credits, usage, byok, health, billing).
 
 Each capability adds its own sub-commands from ``litellm_plugins/<capability>/cli.py``
 (``register(subparsers)``), so the money commands live next to the money code.
@@ -23,7 +23,7 @@ from litellm_plugins.core.db import DatabaseUnavailable, connect
 from litellm_plugins.core.migrator import MigrationError, migrate
 from litellm_plugins.core.settings import PluginSettings, SettingsError, load_database_url, load_settings
 
-CAPABILITY_CLIS = ("credits", "usage", "byok", "health")
+CAPABILITY_CLIS = ("credits", "usage", "byok", "health", "billing")
 
 
 class CliError(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.fake_billing import FakeBilling, FakeBillingServer
 from tests.support.fake_provider import FakeProviderServer
 from tests.support.proxy import KeyFile, ProxyProcess, test_config
 from tests.support.private_services import private_postgres, private_redis
@@ -56,6 +57,25 @@ def fake(fake_server: FakeProviderServer) -> Iterator[FakeProviderServer]:
     yield fake_server
     fake_server.up()
     fake_server.provider.reset()
+
+
+@pytest.fixture(scope="module")
+def billing_receiver() -> Iterator[FakeBillingServer]:
+    """The fake billing receiver (Lago / OpenMeter / Stripe / webhooks) for a module."""
+    server = FakeBillingServer()
+    server.up()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def billing(billing_receiver: FakeBillingServer) -> Iterator[FakeBilling]:
+    """The fake billing receiver up, with a clean record and no faults for this test."""
+    billing_receiver.up()
+    billing_receiver.billing.reset()
+    yield billing_receiver.billing
+    billing_receiver.up()
+    billing_receiver.billing.reset()
 
 
 @pytest.fixture

@@ -62,6 +62,8 @@ def test_shipped_proxy_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     for capability in ("routing", "byok", "credits", "health", "metrics"):
         assert f"litellm_plugins.{capability}.{capability}_hook" in callbacks
     assert settings.metrics.enabled is True
+    assert settings.billing.enabled is False  # shipped off: its receivers' keys need not be set
+    assert "litellm_plugins.billing.billing_hook" not in callbacks  # no LiteLLM hook: no callbacks entry
 
 
 def test_config_file_errors_are_clear(tmp_path: Path) -> None:

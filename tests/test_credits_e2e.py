@@ -220,10 +220,15 @@ async def _concurrency_case(targets, fake, dsn, account: str) -> None:
     assert bal[0]["balance"] == 1000 * 1_000_000 - ok * charge >= 0
 
 
-def verify_cli(proxy, dsn: str) -> subprocess.CompletedProcess:
+def plugins_cli(proxy, dsn: str, *args: str) -> subprocess.CompletedProcess:
+    """``litellm-plugins --config <the proxy's config> ARGS`` against ``dsn``."""
     env = {**proxy.process_env(), "LITELLM_PLUGINS_DATABASE_URL": dsn}
     return subprocess.run([sys.executable, "-m", "litellm_plugins.cli", "--config", str(proxy.config_path),
-                           "credits", "verify"], env=env, capture_output=True, text=True, timeout=60)
+                           *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def verify_cli(proxy, dsn: str) -> subprocess.CompletedProcess:
+    return plugins_cli(proxy, dsn, "credits", "verify")
 
 
 async def test_parallel_requests_never_overspend_one_proxy(proxy, keys, fake, module_database):

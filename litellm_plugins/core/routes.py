@@ -105,6 +105,11 @@ async def ready() -> JSONResponse:
         ok = False
     body["tasks"] = rt.tasks.describe()
     ok &= rt.tasks.healthy
+    for name, report in rt.readiness.items():
+        try:
+            body[name] = await asyncio.wait_for(report(), 2.0)
+        except Exception as exc:  # noqa: BLE001 - a report never makes the proxy unready
+            body[name] = {"error": type(exc).__name__}
     body["status"] = "ready" if ok else "not_ready"
     return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ class Runtime:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     tasks: Supervisor = field(default_factory=Supervisor)
+    # Extra sections of ``/plugins/ready`` (e.g. billing's backlog): informative, never readiness itself.
+    readiness: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
 
 _current: Runtime | None = None

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from litellm_plugins.billing.settings import BillingSettings
 from litellm_plugins.byok.settings import ByokSettings
 from litellm_plugins.console.settings import ConsoleSettings
 from litellm_plugins.core.errors import SettingsError
@@ -62,6 +63,7 @@ class PluginSettings(StrictModel):
     health: HealthSettings = HealthSettings()
     console: ConsoleSettings = ConsoleSettings()
     metrics: MetricsSettings = MetricsSettings()
+    billing: BillingSettings = BillingSettings()
 
 
 def resolve_env(value: Any, path: str = SECTION) -> Any:
@@ -83,7 +85,7 @@ def resolve_env(value: Any, path: str = SECTION) -> Any:
     return value
 
 
-CAPABILITY_SECTIONS = ("guard", "routing", "byok", "credits", "health", "metrics")
+CAPABILITY_SECTIONS = ("guard", "routing", "byok", "credits", "health", "metrics", "billing")
 
 
 def _resolve_section(section: dict[str, Any]) -> dict[str, Any]:

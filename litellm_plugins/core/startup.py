@@ -30,7 +30,9 @@ log = logging.getLogger("litellm_plugins")
 # Each capability is independent; the guard starts first so its middleware is in place before the
 # others mount anything, and its hook must come first in `callbacks` (check_callbacks). Metrics
 # starts next: the others count through it from their own start on.
-CAPABILITIES = ("guard", "metrics", "health", "routing", "byok", "credits")
+CAPABILITIES = ("guard", "metrics", "health", "routing", "byok", "credits", "billing")
+# Capabilities with no LiteLLM hook (background jobs and routes only): no callbacks entry needed.
+HOOKLESS = frozenset({"billing"})
 
 
 EXIT_STARTUP_REFUSED = 3
@@ -53,6 +55,8 @@ def check_callbacks(settings: PluginSettings, config: dict) -> None:
     """An enabled capability whose hook is not registered would silently do nothing: refuse."""
     callbacks = (config.get("litellm_settings") or {}).get("callbacks") or []
     for capability in CAPABILITIES:
+        if capability in HOOKLESS:
+            continue
         if getattr(settings, capability).enabled and hook_path(capability) not in callbacks:
             raise SettingsError(
                 f"litellm_plugins.{capability}.enabled is true but {hook_path(capability)} is not "

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from litellm_plugins.core.lease import RELEASE as _RELEASE
+from litellm_plugins.core.lease import RENEW as _RENEW
 from litellm_plugins.health import store
 from litellm_plugins.metrics import record as metrics
 from litellm_plugins.health.circuit import effective_state, now_ms
@@ -32,16 +34,6 @@ from litellm_plugins.health.service import HealthService
 
 log = logging.getLogger("litellm_plugins.health")
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 BAD_PROBE_STATUSES = frozenset({401, 403, 429})
 
