@@ -17,10 +17,10 @@ What callers see, and why that is the policy:
 1. *kill -9 of one proxy*: its in-flight requests get a dropped connection (nothing can answer them);
    the other proxy keeps serving. Their holds stay pending until the reconciler of a surviving proxy
    expires them (``hold_ttl_seconds`` + one reconcile round), so the money a dead proxy reserved is
-   returned without anyone having to notice the crash; no settle ever appears for them. Known gap
-   (credits, ``test_kill_right_after_200s_loses_no_rows``): a request answered within the writer
-   interval before the crash loses its settle and usage row (tolerated, counted and reported by the
-   kill scenario; a graceful SIGTERM loses nothing).
+   returned without anyone having to notice the crash; no settle ever appears for them. Every
+   request answered before the crash keeps its settle and usage row, a 200 answered a millisecond
+   before it included (issue 23.2: journalled in Redis before the response's last byte leaves;
+   ``test_kill_right_after_*``, ``test_repeated_kills_*``).
 2. *Postgres down*: requests keep being served (200) for accounts Redis knows — the hold lives in
    Redis, settles and usage rows go to the fsync'd spool and are replayed when Postgres returns. A
    caller whose account has never been seen cannot be opened (no book of record to write the starting
@@ -424,10 +424,9 @@ async def test_kill_one_proxy_mid_traffic(proxies, model_groups, fake, pg, rds, 
     residual = {k.decode(): int(rds.client().hget(k, "held") or 0) for k in rds.client().scan_iter(match="*credits:acct:*")}
     assert sum(residual.values()) == 0, residual
     settled_killed = [h for h in holds if h["status"] == "settled"]
-    # Known window (credits): LiteLLM runs the success callback after the response is sent, and the
-    # settle + usage row wait in the worker's memory for the writer (writer_interval_seconds). A 200
-    # answered by the killed proxy just before the kill can therefore lose both (the call is then
-    # free: its hold expires). Measured and reported here; everything else must be exact.
+    # The former kill window (credits): LiteLLM runs the success callback after the response is
+    # sent, so a 200 answered just before the kill could lose its settle + usage row. Since issue
+    # 23.2 they are journalled before the response leaves: measured here, and none may be lost.
     by_id = {r.call_id: r for r in results}
     window = [i for i in {x.split()[1] for x in found.lost}
               if by_id[i].proxy == b.name and killed_at - by_id[i].t1 < KILL_WINDOW_S]
@@ -444,6 +443,7 @@ async def test_kill_one_proxy_mid_traffic(proxies, model_groups, fake, pg, rds, 
     entry["rows_lost_kill_window"] = len(window)
     write_report()
     assert_musts(found)
+    assert not window, f"200s answered {ages} ms before the kill lost their rows (issue 23.2: none may)"
     ok_after = [r for r in results if r.proxy == a.name and r.t0 > killed_at + 0.5]
     assert ok_after and all(r.status == 200 for r in ok_after), Counter(r.status for r in ok_after)
     b.wait_ready()

@@ -354,7 +354,10 @@ class Engine:
                 or not hold.get("account"):
             return
         logging_obj = data.get("litellm_logging_obj")
-        calculate = getattr(logging_obj, "response_cost_calculator", None)
+        # 1.108.7 names it response_cost_calculator (the old name kept as an alias); older releases
+        # have only _response_cost_calculator. Neither: the success callback settles, as before.
+        calculate = getattr(logging_obj, "response_cost_calculator", None) or \
+            getattr(logging_obj, "_response_cost_calculator", None)
         if calculate is None:
             return
         cost = calculate(result=chunk)
