@@ -1,7 +1,7 @@
 """The fault suite, short or long form, printed as the table in BENCHMARKS.md "## Fault suite".
 
-    python benchmarks/faults.py            # short form (what CI runs, ~3 min)
-    python benchmarks/faults.py --long     # longer load and outages (~6 min)
+    python benchmarks/faults.py            # short form (what CI runs, ~4.5 min; 5 random kill -9s)
+    python benchmarks/faults.py --long     # longer load and outages, 20 random kill -9s (~17 min)
 
 Runs ``tests/test_faults.py`` (two real proxies on a private Postgres + Redis, the fake provider,
 bounded paced load; every run stops itself) with ``FAULTS_PROFILE`` set, collects one row per
