@@ -3,13 +3,16 @@
     python benchmarks/bench_matrix.py --versions 1.108.7,1.102.4 \\
         --variant guard-off:guard.enabled=false --variant console-off:console.enabled=false
     python benchmarks/bench_matrix.py --apis chat,responses,messages
+    python benchmarks/bench_matrix.py --checkout main:/work/main     # this checkout vs another, one run
 
 ``--apis``: the same short request on chat completions, the Responses API (``/v1/responses``) and
 Anthropic Messages (``/v1/messages``); ``eco``'s group speaks chat completions upstream, so LiteLLM
 translates the other two on both proxies alike. For each LiteLLM release in ``--versions`` it starts a **bare** proxy (no startup hook, no callbacks)
 and the proxy **with every capability** (the project's config), all on one fake provider, one
 throwaway database and one Redis prefix. Each ``--variant NAME:KEY.PATH=VALUE[,KEY.PATH=VALUE]`` adds
-one more plugins proxy on the first release with those settings changed. A release other than the
+one more plugins proxy on the first release with those settings changed; each ``--checkout NAME:PATH``
+one more with this checkout's config but the ``litellm_plugins`` package of the checkout at PATH (e.g.
+the main branch before a change: the change's own cost, measured in one run). A release other than the
 one this interpreter runs comes from ``.venv-litellm-<version>`` (``LITELLM_VERSION=<version>
 scripts/dev-env.sh`` builds it); our package is imported from this checkout by every proxy.
 
@@ -124,6 +127,12 @@ async def run(args: argparse.Namespace) -> int:
                 proxies[key] = ProxyProcess(cfg, workdir, env, name=f"{name}-{versions[0]}",
                                             litellm_bin=litellm_bin(versions[0]))
                 base_of[key] = f"bare {versions[0]}"
+            for name, path in (c.split(":", 1) for c in args.checkout):
+                cfg = test_config(fake_url, {"litellm_plugins": {"redis_key_prefix": prefix, **every}})
+                key = f"{name} {versions[0]}"
+                proxies[key] = ProxyProcess(cfg, workdir, {**env, "PYTHONPATH": path}, name=f"{name}-{versions[0]}",
+                                            litellm_bin=litellm_bin(versions[0]))
+                base_of[key] = f"bare {versions[0]}"
             for proxy in proxies.values():
                 proxy.start(wait=False)
             for proxy in proxies.values():
@@ -192,6 +201,8 @@ def main() -> int:
                         help="comma list of LiteLLM releases; the first one also runs the variants")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY.PATH=VALUE[,...]",
                         help="one more plugins proxy with these settings, e.g. guard-off:guard.enabled=false")
+    parser.add_argument("--checkout", action="append", default=[], metavar="NAME:PATH",
+                        help="one more plugins proxy running the litellm_plugins package of the checkout at PATH")
     parser.add_argument("--modes", default="plain,stream")
     parser.add_argument("--apis", default="chat", help="comma list of chat, responses, messages")
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per proxy and mode")
@@ -200,6 +211,9 @@ def main() -> int:
     try:
         for v in args.variant:
             parse_variant(v)
+        for c in args.checkout:
+            if ":" not in c or not Path(c.split(":", 1)[1], "litellm_plugins").is_dir():
+                raise ValueError(f"--checkout wants NAME:PATH of a checkout with litellm_plugins/, got {c!r}")
         if set(args.apis.split(",")) - set(API_PATHS):
             raise ValueError(f"--apis: choose from {', '.join(API_PATHS)}")
     except ValueError as exc:

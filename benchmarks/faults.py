@@ -1,7 +1,7 @@
 """The fault suite, short or long form, printed as the table in BENCHMARKS.md "## Fault suite".
 
-    python benchmarks/faults.py            # short form (what CI runs, ~3 min)
-    python benchmarks/faults.py --long     # longer load and outages (~6 min)
+    python benchmarks/faults.py            # short form (what CI runs, ~6 min; 5 random kill -9s)
+    python benchmarks/faults.py --long     # longer load, Postgres down 10 min, 20 random kill -9s (~30 min)
     python benchmarks/faults.py --long --scenario postgres-long   # Postgres down 10 min only (~12 min)
     python benchmarks/faults.py --scenario redis-twice            # one scenario of the short form
 

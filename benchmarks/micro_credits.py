@@ -64,6 +64,29 @@ def success_kwargs(req: dict) -> dict:
                                         "metadata": {"user_api_key_user_id": "bench"}}}
 
 
+def stream_end_cost(n: int) -> list[float]:
+    """What ``Engine.stream_chunks`` adds before ``[DONE]`` besides the journal send: LiteLLM's own
+    cost calculation (the request's logging object) on the chunk that carries the usage."""
+    from datetime import datetime
+
+    from litellm.litellm_core_utils.litellm_logging import Logging
+    from litellm.types.utils import ModelResponseStream, Usage
+
+    logging_obj = Logging(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+                          call_type="acompletion", start_time=datetime.now(), litellm_call_id="bench",
+                          function_id="bench")
+    logging_obj.update_environment_variables(model="gpt-4o-mini", user=None, optional_params={}, litellm_params={},
+                                             custom_llm_provider="openai")
+    chunk = ModelResponseStream(model="gpt-4o-mini", usage=Usage(prompt_tokens=40, completion_tokens=30,
+                                                                 total_tokens=70))
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        logging_obj.response_cost_calculator(result=chunk)
+        t.append(time.perf_counter() - t0)
+    return t
+
+
 async def main(n: int) -> None:
     config = load_config_file(ROOT / "proxy_config.yaml")
     data = {"model": "gpt-4o-mini", "max_tokens": 256,
@@ -83,6 +106,7 @@ async def main(n: int) -> None:
         litellm.token_counter(model="gpt-4o-mini", messages=data["messages"])
         t.append(time.perf_counter() - t0)
     print(f"litellm.token_counter    {per_op(t)}   (reference, not used)")
+    print(f"stream end: LiteLLM cost {per_op(stream_end_cost(n))}   (request path, once per stream, before [DONE])")
 
     async with throwaway_database("lp_bench") as dsn:
         conn = await asyncpg.connect(dsn)

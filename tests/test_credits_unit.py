@@ -379,6 +379,80 @@ async def test_send_only_redis_sends_without_yielding_and_comes_back_after_a_dro
         await engine.cache.redis.delete(key)
 
 
+async def test_journal_bytes_left_in_process_memory_are_awaited_instead(engine):
+    """A send-only write whose bytes the kernel did not take (its socket buffer full: Redis not
+    reading) waits in the transport's buffer, in this process, where a kill -9 would lose it:
+    ``in_kernel`` says so, ``send_journal`` reports it unsent and ``Writer.journal`` awaits the same
+    (idempotent) call through redis-py, so the record is in Redis before the caller goes on."""
+    from litellm_plugins.core.redis_send import SendOnlyRedis
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stuck = SendOnlyRedis(f"redis://127.0.0.1:{port}/0")
+    real = engine.cache.sender
+    try:
+        assert await stuck.connect()
+        assert stuck.in_kernel()
+        blob = "x" * 1_000_000
+        for _ in range(64):  # fill the kernel's buffers on both ends; the rest stays in ours
+            assert stuck.send("SET", "k", blob)
+            if not stuck.in_kernel():
+                break
+        assert not stuck.in_kernel()
+        data, ctx = await place(engine, "stuck")
+        hold = ctx["hold"]
+        engine.cache.sender = stuck
+        records = [{"op": "settle", "id": hold["id"], "call_id": data["litellm_call_id"],
+                    "account": hold["account"], "amount": hold["amount"], "ts": hold["t0"], "charge": 300}]
+        assert not engine.cache.send_journal(hold["account"], hold["id"], "settle", 300, [])
+        assert await engine.writer.journal(records)
+        # returned only after Redis ran it: the entry is there and the hold shrunk, no waiting
+        fields = await engine.cache.redis.hgetall(engine.cache.journal_key())
+        assert f"settle:{hold['id']}".encode() in fields
+        held = await engine.cache.redis.hget(engine.cache.holds_key(hold["account"]), hold["id"])
+        assert held is not None and held.decode().startswith("300:"), held
+    finally:
+        engine.cache.sender = real
+        await stuck.close()
+        server.close()
+
+
+async def test_send_only_scripts_go_as_eval_first_on_each_connection(engine):
+    """A script is sent with its text the first time on a connection (Redis caches it), by sha after:
+    on the new connection after a Redis restart nothing waits for a NOSCRIPT answer to be re-sent
+    (a re-send goes out only when that answer arrives: after the response the journal protects)."""
+    sender = engine.cache.sender
+    assert await sender.connect()
+    try:
+        data, ctx = await place(engine, "evalfirst")
+        hold = ctx["hold"]
+
+        async def sent_as() -> str:
+            me = await sender.request("CLIENT", "ID")
+            assert engine.cache.send_journal(hold["account"], hold["id"], "settle", 10, [])
+            deadline = time.monotonic() + 3
+            while True:
+                (entry,) = await engine.cache.redis.client_list(client_id=[me])
+                if entry["cmd"] != "client|id" or time.monotonic() > deadline:
+                    return entry["cmd"]
+                await asyncio.sleep(0.01)
+
+        assert [await sent_as(), await sent_as()] == ["eval", "evalsha"]
+        generation = sender.generation  # Redis drops the connection (as a restart would): text first again
+        await engine.cache.redis.execute_command("CLIENT", "KILL", "ID", await sender.request("CLIENT", "ID"))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not (sender.connected and sender.generation > generation):
+            await asyncio.sleep(0.01)
+        assert [await sent_as(), await sent_as()] == ["eval", "evalsha"]
+        held = await engine.cache.redis.hget(engine.cache.holds_key(hold["account"]), hold["id"])
+        assert held is not None and held.decode().startswith("10:"), held
+    finally:
+        await sender.close()
+
+
 async def test_hold_through_the_send_only_connection_and_after_a_forgotten_script(engine):
     """With the send-only connection up, the hold is one write + one awaited answer; a Redis that
     forgot the script answers NOSCRIPT and the hold goes through redis-py (which reloads it); an

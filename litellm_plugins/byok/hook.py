@@ -491,7 +491,7 @@ class ByokHook(CustomLogger):
             message = (f"provider '{provider}' refused your BYOK key (policy 'only': the platform key is not "
                        "used for this provider). Replace or test it under /plugins/byok/keys.")
             # /v1/messages renders the original exception and ignores the one a hook returns
-            # (docs/litellm.md fact 34): the provider's words are replaced in place there too.
+            # (docs/litellm.md fact 35): the provider's words are replaced in place there too.
             if isinstance(getattr(original_exception, "message", None), str):
                 original_exception.message = message
             return ByokError(status, message, "byok_key_rejected")

@@ -78,6 +78,7 @@ class SendOnlyRedis:
         self._protocol: _Protocol | None = None
         self._pending: collections.deque[asyncio.Future[Any] | ErrorCallback | _OnReply | None] = collections.deque()
         self.generation = 0  # +1 per connection opened: state learnt on an older one may be stale
+        self._loaded: set[str] = set()  # scripts sent as EVAL on this connection (Redis caches them)
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -97,6 +98,7 @@ class SendOnlyRedis:
             return False
         self._transport, self._protocol = transport, protocol
         self.generation += 1
+        self._loaded = set()
         setup: list[tuple[Any, ...]] = []
         if self.password:
             setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -127,12 +129,29 @@ class SendOnlyRedis:
         gets error answers only. Callbacks run on the event loop and must not block."""
         return self._write(args, _OnReply(on_reply) if on_reply is not None else on_error)
 
+    def in_kernel(self) -> bool:
+        """Has every byte written so far left this process? ``transport.write`` hands bytes to the
+        kernel at once only while the transport's own buffer is empty; when the kernel's socket
+        buffer was full (Redis slow to read) or the transport is paused, the rest waits in this
+        process's memory (asyncio's buffer; uvloop's buffer or libuv's write queue), where a kill -9
+        would lose it. The kernel keeps sending what it has after the process dies."""
+        transport = self._transport
+        return transport is not None and transport.get_write_buffer_size() == 0
+
     def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], *,
                     on_error: ErrorCallback | None = None, on_reply: ReplyCallback | None = None) -> bool:
-        """``send`` of a redis-py registered script (``.sha``, ``.script``) as ``EVALSHA``. A Redis
-        that forgot it (restart, SCRIPT FLUSH) answers NOSCRIPT; the command is then re-sent once as
-        ``EVAL`` with the script's text and the callbacks get that answer instead."""
+        """``send`` of a redis-py registered script (``.sha``, ``.script``). The first time on a
+        connection it goes as ``EVAL`` with the script's text (Redis caches it), then as ``EVALSHA``:
+        a Redis restarted meanwhile (a new connection) never answers NOSCRIPT, which would re-send
+        the command only when the answer arrives -- after the caller's response may have left. One
+        that forgot it anyway (SCRIPT FLUSH) answers NOSCRIPT and the command is re-sent once as
+        ``EVAL``, the callbacks getting that answer instead."""
         command = (len(keys), *keys, *args)
+        if script.sha not in self._loaded:
+            sent = self.send("EVAL", script.script, *command, on_error=on_error, on_reply=on_reply)
+            if sent:
+                self._loaded.add(script.sha)
+            return sent
 
         def resent(reply: Any) -> bool:
             return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT") and \

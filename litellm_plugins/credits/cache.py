@@ -311,8 +311,10 @@ class CreditCache:
 
         For the response path, where a kill -9 must not lose the call but any await would let other
         tasks run before the response leaves (``core.redis_send``). False if the send-only
-        connection is down: the caller then uses ``journal``. A Redis that forgot the script
-        (restart, SCRIPT FLUSH) answers NOSCRIPT; the call is then re-sent with the script itself.
+        connection is down, or if the command's bytes could not all be handed to the kernel (they
+        wait in this process's write buffer, ``SendOnlyRedis.in_kernel``): the caller then awaits
+        ``journal``, the same idempotent call, whose answer proves it is in Redis. A Redis that forgot
+        the script (SCRIPT FLUSH) answers NOSCRIPT; the call is then re-sent with the script itself.
         """
         if self.sender is None:
             return False
@@ -325,7 +327,8 @@ class CreditCache:
                         "Postgres", error)
 
         return self.sender.send_script(self._journal, [self.acct_key(account), self.holds_key(account),
-                                                       self.journal_key()], args, on_error=failed)
+                                                       self.journal_key()], args, on_error=failed) \
+            and self.sender.in_kernel()
 
     async def with_leases(self, account: str) -> tuple[int, int, int] | None:
         """(balance, held, the part of held that is leases) in one atomic read; None if not cached."""

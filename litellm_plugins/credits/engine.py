@@ -292,8 +292,7 @@ class Engine:
             cost = _plain_dict_cost(data, response)
         balance = hold.get("balance")
         if cost is not None and not data.get("stream"):
-            charged = 0 if ctx.get("byok_used") else charge_units(
-                to_decimal(cost), self.settings.credits_per_usd, Decimal(hold["markup"]))
+            charged = self._charge(ctx, hold, cost)
             headers[HEADER_CHARGED] = fmt(charged) or "0"
             if balance is not None:
                 headers[HEADER_BALANCE] = fmt(balance - charged) or "0"
@@ -318,19 +317,71 @@ class Engine:
         if hold.get("unheld") or not hold.get("account"):
             return
         usage = response.get("usage") if isinstance(response, dict) else getattr(response, "usage", None)
+        await self._journal_success(ctx, hold, data, usage, hidden, cost, charge, stream=False)
+
+    async def _journal_success(self, ctx: dict[str, Any], hold: dict[str, Any], data: dict[str, Any],
+                               usage: Any, hidden: dict[str, Any], cost: Any, charge: int, stream: bool) -> None:
+        """The settle + usage row of a success, built from what the response carries, journalled
+        (sent without awaiting when the send-only connection is up) and kept on the hold for the
+        success callback (``record_success``), which queues exactly these records."""
         meta = context.litellm_metadata(data) or {}
         # No "model_group" from data["model"]: after a fallback that is still the first group tried;
         # usage_row names the group that served from the deployment id (hidden params: the final attempt).
         slo = {"metadata": meta, "response_cost": cost,
                "model_id": hidden.get("model_id"), "custom_llm_provider": hidden.get("custom_llm_provider"),
-               "prompt_tokens": _tokens(usage, "prompt_tokens", "input_tokens"), "stream": False,
+               "prompt_tokens": _tokens(usage, "prompt_tokens", "input_tokens"), "stream": stream,
                "completion_tokens": _tokens(usage, "completion_tokens", "output_tokens")}
         call_id = data.get("litellm_call_id") or hold["id"]
         records = [_settle_record(hold, call_id, charge),
                    {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, {})}]
+        hold["closed"] = True  # the callback, if it runs meanwhile, settles by its own records
         if await self.writer.journal(records):
             hold["journaled"] = records
-            hold["closed"] = True
+
+    async def stream_chunks(self, chunks: AsyncIterator[Any], data: dict[str, Any]) -> AsyncIterator[Any]:
+        """Pass a streamed response through and journal its settle + usage row when the provider's
+        stream has ended, *before* LiteLLM sends ``data: [DONE]``.
+
+        LiteLLM computes a stream's cost and runs the success callback in a task it starts as the
+        stream ends, so a kill -9 right after ``[DONE]`` lost the call's records (the callback had
+        not run). Here the cost is LiteLLM's own calculation (``response_cost_calculator`` of the
+        request's logging object, on the chunk that carries the provider's usage: the same
+        deployment prices and token counts its callback prices later), and ``record_success``
+        checks that the two agree. Per chunk this costs one attribute read; once per stream, the
+        cost calculation and one Redis write handed to the kernel without awaiting.
+        """
+        last = None
+        async for chunk in chunks:
+            if getattr(chunk, "usage", None) is not None:
+                last = chunk
+            yield chunk
+        if last is not None:
+            try:
+                await self._journal_stream_end(data, last)
+            except Exception:  # noqa: BLE001 - the success callback still settles it
+                log.exception("credits: could not journal a streamed success at its end")
+
+    async def _journal_stream_end(self, data: dict[str, Any], chunk: Any) -> None:
+        ctx = context.find(data)
+        if ctx is None:
+            return
+        hold = ctx.get("hold")
+        if not isinstance(hold, dict) or hold.get("rejected") or hold.get("unheld") or hold.get("closed") \
+                or not hold.get("account"):
+            return
+        logging_obj = data.get("litellm_logging_obj")
+        # 1.108.7 names it response_cost_calculator (the old name kept as an alias); older releases
+        # have only _response_cost_calculator. Neither: the success callback settles, as before.
+        calculate = getattr(logging_obj, "response_cost_calculator", None) or \
+            getattr(logging_obj, "_response_cost_calculator", None)
+        if calculate is None:
+            return
+        cost = calculate(result=chunk)
+        if cost is None:
+            return
+        hidden = getattr(chunk, "_hidden_params", None) or {}
+        await self._journal_success(ctx, hold, data, chunk.usage, hidden, cost, self._charge(ctx, hold, cost),
+                                    stream=True)
 
     # ---- after the call (background) -------------------------------------------------------------
     def _facts(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
@@ -388,10 +439,26 @@ class Engine:
         loop the next request needs, so it builds nothing it does not have to)."""
         hold = context.from_logging(kwargs).get("hold")
         early = hold.pop("journaled", None) if isinstance(hold, dict) else None
-        if early:
+        if early and early[0]["charge"] == self._callback_charge(kwargs, hold):
             self.writer.put_all(early)
-        else:
-            await self.writer.submit(self.success_records(kwargs))
+            return
+        if early:  # never seen: the journalled charge is not LiteLLM's; its own replaces it (same fields)
+            log.warning("credits: charge journalled as the response left (%d units) differs from LiteLLM's "
+                        "response_cost; settling by the callback's", early[0]["charge"])
+        await self.writer.submit(self.success_records(kwargs))
+
+    def _callback_charge(self, kwargs: dict[str, Any], hold: dict[str, Any]) -> int:
+        """The charge ``success_records`` computes from LiteLLM's ``response_cost``."""
+        cost = kwargs.get("response_cost")
+        if cost is None:
+            cost = (kwargs.get("standard_logging_object") or {}).get("response_cost")
+        return self._charge(context.from_logging(kwargs), hold, cost)
+
+    def _charge(self, ctx: dict[str, Any], hold: dict[str, Any], cost: Any) -> int:
+        """Units charged for ``cost`` (LiteLLM's USD float): 0 for a BYOK call; markup of the hold's tier."""
+        if ctx.get("byok_used") or hold.get("byok"):
+            return 0
+        return charge_units(to_decimal(cost or 0), self.settings.credits_per_usd, Decimal(hold["markup"]))
 
     def success_records(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         ctx, slo, hold, call_id = self._facts(kwargs)
@@ -401,10 +468,7 @@ class Engine:
         cost = kwargs.get("response_cost")
         if cost is None:
             cost = slo.get("response_cost")
-        if ctx.get("byok_used") or hold.get("byok"):
-            charge = 0
-        else:
-            charge = charge_units(to_decimal(cost or 0), self.settings.credits_per_usd, Decimal(hold["markup"]))
+        charge = self._charge(ctx, hold, cost)
         return [_settle_record(hold, call_id or hold["id"], charge),
                 {"op": "usage", "row": self.usage_row(ctx, slo, hold, call_id, "success", charge, None, kwargs)}]
 

@@ -8,8 +8,8 @@ writer, so nothing here runs Postgres on the request path.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -22,7 +22,6 @@ from litellm_plugins.credits.engine import Engine
 log = logging.getLogger("litellm_plugins.credits")
 
 _engine: Engine | None = None
-_background: set[asyncio.Task[None]] = set()  # strong references until each task is done
 
 
 def engine() -> Engine | None:
@@ -70,6 +69,16 @@ class CreditsHook(CustomLogger):
             return None
         return await eng.response_headers(data, response)
 
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict: Any, response: Any,
+                                                      request_data: dict) -> AsyncIterator[Any]:
+        """A stream's settle + usage row are journalled when its provider stream ends, before LiteLLM
+        sends ``data: [DONE]`` (``Engine.stream_chunks``): a kill -9 after the client's last byte loses
+        nothing."""
+        eng = engine()
+        chunks = response if eng is None else eng.stream_chunks(response, request_data)
+        async for chunk in chunks:
+            yield chunk
+
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         eng = engine()
         if eng is None:
@@ -94,11 +103,10 @@ class CreditsHook(CustomLogger):
         if eng is None:
             return None
         try:
-            # This hook runs before the error response is sent: journal in the background.
-            task = asyncio.create_task(eng.writer.submit(
-                eng.request_failure_records(request_data, original_exception, user_api_key_dict)))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            # This hook runs before the error response is sent: the void + usage row are journalled
+            # now (handed to the kernel without yielding while the send-only connection is up), so a
+            # kill -9 right after the client got its error loses neither.
+            await eng.writer.submit(eng.request_failure_records(request_data, original_exception, user_api_key_dict))
         except Exception:  # noqa: BLE001
             log.exception("credits: void failed to queue")
         return None
