@@ -33,6 +33,7 @@ import openai
 import pytest
 import yaml
 
+from tests.support import slow_logging
 from tests.support.fake_provider import TOOL_ARGUMENTS, FakeProvider
 from tests.support.proxy import MASTER_KEY
 
@@ -721,22 +722,28 @@ def test_langchain_chat_openai_on_the_responses_api(proxy, keys, fake) -> None: 
 
 # ---- kill -9 right after the answers ----------------------------------------------------------------
 
-async def test_kill_right_after_plain_messages_answers_loses_no_charge(proxy, start_proxy, keys, fake,  # noqa: ANN001
-                                                                       module_database) -> None:
-    """A second proxy (writer interval 1 s) answers plain /v1/messages calls; the first answer to
-    arrive kills it (-9, microseconds later), before its writer flushed and before LiteLLM's success
-    callbacks of the others could run. Every call a client saw answered still gets its one settle (the
-    charge its header said) and its usage row, written by the module proxy's reconciler from the Redis
-    journal: the answer is journalled in the response-headers hook, before it leaves, since its cost
-    is asked of LiteLLM's calculator there (docs/litellm.md fact 30). Journalled from the success
-    callback instead (as before), this test lost the first answer's records in 2 runs of 2."""
+async def test_kill_right_after_answers_loses_no_charge(proxy, start_proxy, keys, fake, module_database) -> None:  # noqa: ANN001
+    """A second proxy (writer interval 1 s) answers plain /v1/messages calls and streamed /v1/responses
+    calls, and is killed (-9) before any of its records could reach Postgres through it: every call a
+    client saw answered still gets its one settle (the charge LiteLLM computed) and its usage row,
+    written by the module proxy's reconciler from the Redis journal.
+
+    * plain /v1/messages: the first answer to arrive kills the proxy, microseconds later. Its cost is
+      asked of LiteLLM's calculator in the headers hook (fact 30) and journalled before it leaves;
+      journalled from the success callback instead (as before), this lost the first answer in 2 runs of 2.
+    * streamed /v1/responses: LiteLLM's success logging of these calls is held 5 s after their last
+      event by ``tests.support.slow_logging`` (listed first), and the kill comes inside that window;
+      the settle is journalled from the ``response.completed`` event before the stream ends (fact 34).
+    """
+    callbacks = ["tests.support.slow_logging.slow_logging", *PROXY_CFG["litellm_settings"]["callbacks"]]
     crash = start_proxy(plugins={"credits": {"starting_grant": STARTING, "writer_interval_seconds": 1}},
+                        overrides={"litellm_settings": {"callbacks": callbacks}},
                         native_wire=("anthropic/",), name="crash")
     key, account = user(keys)
-    answered: list[int] = []
+    answered: list[tuple[str, int]] = []
     start = threading.Barrier(4)
 
-    def one(n: int) -> None:
+    def plain_message(n: int) -> None:
         body = {"model": "precision", "max_tokens": 32, "messages": [{"role": "user", "content": f"kill {n}"}]}
         with httpx.Client(base_url=crash.url, timeout=30) as c:
             start.wait()
@@ -746,20 +753,36 @@ async def test_kill_right_after_plain_messages_answers_loses_no_charge(proxy, st
                 return  # killed before this one was answered
             if r.status_code == 200:
                 crash.kill()
-                answered.append(units_of(r.headers["x-litellm-plugins-credits-charged"]))
+                answered.append(("messages", units_of(r.headers["x-litellm-plugins-credits-charged"])))
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    # 1. streamed /v1/responses, their success logging held open, then 2. the plain /v1/messages race.
+    streamed = []
+    with httpx.Client(base_url=crash.url, timeout=30) as c:
+        for n in range(3):
+            call_id = f"{slow_logging.PREFIX}{uuid.uuid4().hex}"
+            r = c.post("/v1/responses", json={"model": "balanced", "input": f"stream kill {n}", "stream": True,
+                                              "max_output_tokens": 50},
+                       headers={"Authorization": f"Bearer {key}", "x-litellm-call-id": call_id})
+            assert r.status_code == 200 and "response.completed" in r.text, r.text
+            streamed.append(r)
+    threads = [threading.Thread(target=plain_message, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert answered and all(charge > 0 for charge in answered)
+    crash.kill()  # (if no plain answer came back) still inside the streams' held-open logging window
+    assert answered and all(charge > 0 for _, charge in answered)
+    count = len(answered) + len(streamed)
     settles = await wait_rows(module_database, "SELECT delta FROM credit_ledger WHERE account = $1 AND kind = 'settle'",
-                              account, count=len(answered), timeout=30)
-    assert sorted(-r["delta"] for r in settles) == sorted(answered)
-    rows = await wait_rows(module_database, "SELECT credits_charged FROM usage_log WHERE account = $1 "
-                           "AND status = 'success'", account, count=len(answered), timeout=15)
-    assert sorted(r["credits_charged"] for r in rows) == sorted(answered)
+                              account, count=count, timeout=30)
+    assert len(settles) == count
+    plain = sorted(charge for _, charge in answered)
+    assert set(plain) <= {-r["delta"] for r in settles}
+    rows = await wait_rows(module_database, "SELECT stream, credits_charged FROM usage_log WHERE account = $1 "
+                           "AND status = 'success'", account, count=count, timeout=15)
+    assert sorted(r["credits_charged"] for r in rows) == sorted(-r["delta"] for r in settles)
+    assert sum(1 for r in rows if r["stream"]) == len(streamed)
+    assert sorted(r["credits_charged"] for r in rows if not r["stream"]) == plain
 
 
 # ---- routes whose charge is not verified --------------------------------------------------------------

@@ -289,7 +289,7 @@ class Engine:
         cost = hidden.get("response_cost")
         if cost is None and isinstance(response, dict) and not data.get("stream"):
             hidden = {"model_id": ctx.get("attempt_model_id")}
-            cost = _plain_dict_cost(data, response)
+            cost = litellm_cost(data, response)
         balance = hold.get("balance")
         if cost is not None and not data.get("stream"):
             charged = self._charge(ctx, hold, cost)
@@ -348,12 +348,17 @@ class Engine:
         request's logging object, on the chunk that carries the provider's usage: the same
         deployment prices and token counts its callback prices later), and ``record_success``
         checks that the two agree. Per chunk this costs one attribute read; once per stream, the
-        cost calculation and one Redis write handed to the kernel without awaiting.
+        cost calculation and one Redis write handed to the kernel without awaiting. A Responses API
+        stream is priced on its ``response.completed`` event's response. An Anthropic Messages
+        stream reaches this hook as raw SSE bytes (no usage object to price): it is still journalled
+        from the success callback (docs/credits.md "Journal").
         """
         last = None
         async for chunk in chunks:
-            if getattr(chunk, "usage", None) is not None:
+            if getattr(chunk, "usage", None) is not None:  # chat / text completions: the usage chunk
                 last = chunk
+            elif type(chunk).__name__ == "ResponseCompletedEvent":  # the Responses API's last event:
+                last = chunk.response                                # the whole response, with usage
             yield chunk
         if last is not None:
             try:
@@ -369,14 +374,7 @@ class Engine:
         if not isinstance(hold, dict) or hold.get("rejected") or hold.get("unheld") or hold.get("closed") \
                 or not hold.get("account"):
             return
-        logging_obj = data.get("litellm_logging_obj")
-        # 1.108.7 names it response_cost_calculator (the old name kept as an alias); older releases
-        # have only _response_cost_calculator. Neither: the success callback settles, as before.
-        calculate = getattr(logging_obj, "response_cost_calculator", None) or \
-            getattr(logging_obj, "_response_cost_calculator", None)
-        if calculate is None:
-            return
-        cost = calculate(result=chunk)
+        cost = litellm_cost(data, chunk)
         if cost is None:
             return
         hidden = getattr(chunk, "_hidden_params", None) or {}
@@ -662,16 +660,17 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
     }
 
 
-def _plain_dict_cost(data: dict[str, Any], response: dict[str, Any]) -> float | None:
-    """LiteLLM's cost of a non-streamed answer that is a plain dict (``/v1/messages``).
+def litellm_cost(data: dict[str, Any], result: Any) -> float | None:
+    """LiteLLM's cost of ``result``, asked of the request's logging object before the response leaves.
 
-    LiteLLM drops such an answer's hidden params before the response-headers hook
-    (docs/litellm.md fact 30), and its logging object has not stored the cost yet either: it computes
-    it for its own ``x-litellm-response-cost`` header with the logging object's calculator, and the
-    success callback does the same after the response. Asking that calculator here gives the same
-    number before the response leaves, so the call is charged, shown (``credits-charged``) and
-    journalled like any other non-streamed answer (a kill -9 right after the answer loses nothing).
-    It costs one more run of LiteLLM's cost calculation on this route (~0.1 ms, BENCHMARKS.md).
+    LiteLLM prices a call in its success callback, after the response: too late for a journal that
+    must be written before the last byte (docs/credits.md "Journal"). Its logging object's calculator
+    gives the same number earlier, from the same deployment prices and the provider's token counts:
+    on a stream's chunk that carries ``usage`` (fact 34), and on a non-streamed ``/v1/messages``
+    answer, a plain dict that reaches the headers hook without its hidden params (fact 30; LiteLLM's
+    own ``x-litellm-response-cost`` header is computed the same way). One run of LiteLLM's cost
+    calculation (~0.1-0.3 ms, BENCHMARKS.md) on those paths only. None when it cannot say: the
+    success callback settles then, as before.
     """
     logging_obj = data.get("litellm_logging_obj")
     # 1.108 names it response_cost_calculator (keeping the old name as an alias); 1.102.4 has only
@@ -680,13 +679,10 @@ def _plain_dict_cost(data: dict[str, Any], response: dict[str, Any]) -> float | 
                  or getattr(logging_obj, "_response_cost_calculator", None))
     if calculate is None:
         return None
-    stored = logging_obj.model_call_details.get("response_cost")
-    if isinstance(stored, (int, float)) and not isinstance(stored, bool):
-        return stored
     try:
-        cost = calculate(result=response)
-    except Exception:  # noqa: BLE001 - no early charge then; the success callback settles it
-        log.debug("credits: no cost for a plain-dict answer", exc_info=True)
+        cost = calculate(result=result)
+    except Exception:  # noqa: BLE001 - no early journal then; the success callback settles it
+        log.debug("credits: LiteLLM could not price a response before it left", exc_info=True)
         return None
     return cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
