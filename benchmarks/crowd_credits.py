@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +99,37 @@ async def capacity(args: argparse.Namespace, proxy: ProxyProcess, known: list[st
     return rate
 
 
+async def pool_use(dsn: str, stop: asyncio.Event) -> tuple[int, int]:
+    """(most connections the proxy had open to its database, most of them busy at once), sampled
+    every 50 ms from ``pg_stat_activity`` while a burst runs: what sizing the pool needs to know."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    most = busy = 0
+    try:
+        while not stop.is_set():
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE state <> 'idle') AS busy FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            most, busy = max(most, row["n"]), max(busy, row["busy"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+    finally:
+        await conn.close()
+    return most, busy
+
+
+async def sampled(dsn: str, work: Awaitable[Burst]) -> tuple[Burst, tuple[int, int]]:
+    """``work``'s result, and ``pool_use`` while it ran."""
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(pool_use(dsn, stop))
+    try:
+        result = await work
+    finally:
+        stop.set()
+    return result, await sampler
+
+
 async def measure(args: argparse.Namespace, proxy: ProxyProcess, dsn: str, known: dict[str, str],
                   crowd: dict[str, str]) -> int:
     proxy.start()
@@ -106,14 +139,16 @@ async def measure(args: argparse.Namespace, proxy: ProxyProcess, dsn: str, known
     if rate is None:
         print("the proxy served none of the rates for known accounts", flush=True)
         return 1
-    print(f"highest rate served for known accounts: {rate:g}/s", flush=True)
+    print(f"crowd rate: {rate:g}/s ({'given' if args.rate else 'the highest served for known accounts'})",
+          flush=True)
     await asyncio.sleep(2)
 
-    first = await burst(proxy.url, list(crowd), rate)
-    print(line(f"crowd NEW @ {rate:g}/s", first), flush=True)
+    first, (conns, busy) = await sampled(dsn, burst(proxy.url, list(crowd), rate))
+    print(line(f"crowd NEW @ {rate:g}/s", first) + f" db connections open/busy max={conns}/{busy}", flush=True)
     await asyncio.sleep(2)
-    again = await burst(proxy.url, list(crowd), rate)
-    print(line(f"crowd returning @ {rate:g}/s", again), flush=True)
+    again, (conns, busy) = await sampled(dsn, burst(proxy.url, list(crowd), rate))
+    print(line(f"crowd returning @ {rate:g}/s", again) + f" db connections open/busy max={conns}/{busy}",
+          flush=True)
 
     ok = first.statuses().get(200, 0) + again.statuses().get(200, 0)
     audit = await crowd_audit(dsn, [f"user:{u}" for u in crowd.values()], ok, STARTING * 1_000_000)

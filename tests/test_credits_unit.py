@@ -550,3 +550,27 @@ async def test_a_known_account_missing_from_redis_is_rebuilt_not_granted_again(e
     assert grants[0]["n"] == 1
     async with engine.rt.pool.acquire() as conn:
         assert await store.verify(conn) == []
+
+
+async def test_a_cold_batch_survives_a_script_forgotten_between_check_and_send(engine, monkeypatch):
+    """A pipeline checks its scripts before sending them; a SCRIPT FLUSH (or Redis restart) in between
+    answers NOSCRIPT. That batch must not fail its requests (it sent 17 of them to the Postgres path
+    on the shared test Redis): it is sent again, and the script reloaded. Simulated without flushing
+    the shared Redis: the first send of a pipeline answers NOSCRIPT."""
+    from redis.asyncio.client import Pipeline
+    from redis.exceptions import NoScriptError
+
+    real = Pipeline.execute
+    refused: list[bool] = []
+
+    async def forgotten_once(self, *args, **kwargs):
+        if not refused:
+            refused.append(True)
+            await self.reset()
+            raise NoScriptError("No matching script. Please use EVAL.")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", forgotten_once)
+    await asyncio.gather(*(engine.ensure_cached(f"user:noscript-{i}") for i in range(5)))
+    assert refused and {tuple(await engine.cache.snapshot(f"user:noscript-{i}")) for i in range(5)} == {
+        (1000 * 1_000_000, 0, 1)}
