@@ -2,12 +2,12 @@
 
 One proxy, one worker, real Postgres and Redis. A burst of accounts that never called arrives open
 loop (request i at i / rate, whatever the answers) faster than this machine's proxy serves
-(``CROWD_RATE``; the proxy kept up with about 30 req/s of known accounts while other suites ran
+(``CROWD_RATE``; the proxy kept up with 10–25 req/s of known accounts while other suites ran
 beside it: benchmarks/crowd_credits.py measures it and runs the full-size crowd, BENCHMARKS.md).
 Every first request must be served -- no 503 "the credit ledger is unavailable" while Postgres is
 up -- and the book must be exact afterwards: each account opened once with exactly one starting
 grant, ``credits verify`` clean. Before cold accounts were batched (credits/cold.py) the first
-requests queued for pool connections and some gave up after 3 s.
+requests queued for pool connections and gave up after 3 s: 133 of these 600 answered 503.
 """
 
 from __future__ import annotations
