@@ -10,7 +10,7 @@ the background writer), against a throwaway database on the dev Postgres and a p
 Per table size N (accounts bulk-inserted with ``generate_series``, each with its grant ledger row):
   * hold (warm)   — ``pre_call`` on a random account already in Redis (the request path)
   * hold (cold)   — ``pre_call`` on a random account not in Redis yet (first request / after a
-                    flush: Postgres ``ensure_account`` + ``load_state`` + Redis load + hold)
+                    flush: one batched ``credits_open_accounts`` + Redis load + hold)
   * hold+settle   — hold, ``on_success``, then a writer flush of just that request (hold row,
                     settle transaction, usage row, Redis release): the whole per-request cost if
                     nothing were batched; ops/s = 1 / mean

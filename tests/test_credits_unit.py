@@ -589,3 +589,62 @@ async def test_postgres_holds_are_exact_under_a_race_and_follow_the_mode(databas
         await live.aclose()
         await dead.aclose()
         await pool.close()
+
+
+async def test_a_crowd_of_cold_accounts_opens_in_few_batches_with_one_grant_each(engine):
+    """Two workers' loaders (two engines, one Postgres and Redis) asked for the same 150 new accounts,
+    three times each, all at once: every account is opened once with one starting grant, in a handful
+    of round trips rather than one per request (cold.ColdLoader, credits_open_accounts)."""
+    other = Engine(engine.rt)
+    accounts = [f"user:crowd-{i}" for i in range(150)]
+    await asyncio.gather(*(eng.ensure_cached(a) for a in accounts for eng in (engine, other, engine)))
+    starting = 1000 * 1_000_000
+    grants = await rows(engine, "SELECT account, count(*) AS n, min(delta) AS lo, max(delta) AS hi FROM credit_ledger "
+                                "WHERE kind = 'grant' AND account = ANY($1::text[]) GROUP BY account", accounts)
+    assert len(grants) == 150 and {(g["n"], g["lo"], g["hi"]) for g in grants} == {(1, starting, starting)}
+    assert {tuple(await engine.cache.snapshot(a)) for a in accounts} == {(starting, 0, 1)}
+    batches = engine.cold.stats["batches"] + other.cold.stats["batches"]
+    assert engine.cold.stats["accounts"] == 150 and 2 <= batches <= 6, (engine.cold.stats, other.cold.stats)
+
+
+async def test_a_known_account_missing_from_redis_is_rebuilt_not_granted_again(engine):
+    """FLUSHALL / eviction / a new worker: an account Postgres knows is read back with its spent
+    balance and pending holds, in the same batch as brand-new accounts, never opened a second time."""
+    data, ctx = await place(engine, "known")
+    await engine.record_success(success_kwargs(data, 0.001))
+    _, pending = await place(engine, "known")
+    await engine.writer.flush()
+    spent = 1000 * 1_000_000 - 100_000  # 0.001 USD x 100 credits/USD
+    await engine.cache.redis.delete(engine.cache.acct_key("user:known"))
+    await asyncio.gather(engine.ensure_cached("user:known"),
+                         *(engine.ensure_cached(f"user:fresh-{i}") for i in range(20)))
+    assert await engine.cache.snapshot("user:known") == (spent, pending["hold"]["amount"], 2)
+    grants = await rows(engine, "SELECT count(*) AS n FROM credit_ledger WHERE kind = 'grant' AND account = $1",
+                        "user:known")
+    assert grants[0]["n"] == 1
+    async with engine.rt.pool.acquire() as conn:
+        assert await store.verify(conn) == []
+
+
+async def test_a_cold_batch_survives_a_script_forgotten_between_check_and_send(engine, monkeypatch):
+    """A pipeline checks its scripts before sending them; a SCRIPT FLUSH (or Redis restart) in between
+    answers NOSCRIPT. That batch must not fail its requests (it sent 17 of them to the Postgres path
+    on the shared test Redis): it is sent again, and the script reloaded. Simulated without flushing
+    the shared Redis: the first send of a pipeline answers NOSCRIPT."""
+    from redis.asyncio.client import Pipeline
+    from redis.exceptions import NoScriptError
+
+    real = Pipeline.execute
+    refused: list[bool] = []
+
+    async def forgotten_once(self, *args, **kwargs):
+        if not refused:
+            refused.append(True)
+            await self.reset()
+            raise NoScriptError("No matching script. Please use EVAL.")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", forgotten_once)
+    await asyncio.gather(*(engine.ensure_cached(f"user:noscript-{i}") for i in range(5)))
+    assert refused and {tuple(await engine.cache.snapshot(f"user:noscript-{i}")) for i in range(5)} == {
+        (1000 * 1_000_000, 0, 1)}

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import ResponseError
 
 from litellm_plugins.core.redis_send import SendOnlyRedis
@@ -268,11 +269,33 @@ class CreditCache:
                                        [hold_id, "", ""], on_error=failed)
 
     async def load(self, account: str, balance: int, version: int,
-                   holds: Iterable[tuple[str, int, int]]) -> bool:
+                   holds: Iterable[tuple[str, int, int]], pipe: object | None = None) -> object:
+        """Load-if-absent (``LOAD``): True if this call cached the account (with a pipeline: queued)."""
         args: list[object] = [balance, version]
         for hold_id, amount, ts in holds:
             args += [hold_id, amount, ts]
-        return bool(await self._load(keys=[self.acct_key(account), self.holds_key(account)], args=args))
+        done = await self._load(keys=[self.acct_key(account), self.holds_key(account)], args=args, client=pipe)
+        return done if pipe is not None else bool(done)
+
+    async def load_many(self, states: Iterable[tuple[str, int, int, list[tuple[str, int, int]]]]) -> None:
+        """``load`` of many accounts in one pipelined round trip (a batch of cold accounts, ``cold.py``).
+
+        A pipeline checks its scripts (SCRIPT EXISTS / LOAD) before it sends them; a SCRIPT FLUSH or a
+        Redis restart in between answers NOSCRIPT (seen on the shared test Redis): the batch is sent once
+        more, which reloads the script. Load-if-absent makes the repeat harmless for the accounts the
+        first try did load.
+        """
+        states = list(states)
+        for attempt in range(2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for account, balance, version, holds in states:
+                        await self.load(account, balance, version, holds, pipe=pipe)
+                    await pipe.execute()
+                return
+            except NoScriptError:
+                if attempt:
+                    raise
 
     async def release(self, account: str, hold_id: str, balance: int | None = None,
                       version: int | None = None, pipe: object | None = None) -> object:

@@ -4,7 +4,8 @@ One ``Engine`` per worker (built by ``hook.start``). The request path (``pre_cal
 Redis script call -- sent without waiting for its answer when this worker holds a lease on the
 account (``lease.py``), awaited otherwise: account and tier come from the auth object, the price
 from a table built at startup, the Postgres hold row is queued for the writer. Only a cold account (first request, or
-after Redis lost its data) reads Postgres on the request path, once.
+after Redis lost its data) reads Postgres on the request path, once, batched with the other
+cold accounts of the moment (``cold.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from litellm_plugins.core.redis_send import SendOnlyRedis
 from litellm_plugins.core.runtime import Runtime
 from litellm_plugins.credits import scope, store
 from litellm_plugins.credits.cache import CreditCache
+from litellm_plugins.credits.cold import ColdLoader
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
 from litellm_plugins.credits.money import charge_units, credits_to_units, fmt, hold_units, to_decimal
 from litellm_plugins.credits.policies import postgres as pg_policy
@@ -63,7 +65,8 @@ class Engine:
                              self.starting_units, pg_active=self._pg_active)
         self.leases = Leases(self.cache, self.settings.lease_requests, self.settings.lease_seconds,
                              self.settings.lease_headroom)
-        self._load_locks: dict[str, asyncio.Lock] = {}
+        self.cold = ColdLoader(rt.pool, self.cache, self.starting_units, self.writer.unflushed_holds,
+                               self.pg.switch_back if self.pg is not None else None)
         self._closing: set[asyncio.Task[None]] = set()  # strong references to close_abandoned's tasks
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -84,36 +87,12 @@ class Engine:
         return hold_units(usd, self.settings.credits_per_usd, markup)
 
     async def ensure_cached(self, account: str) -> None:
-        """Rebuild a missing Redis account from Postgres (load-if-absent; one loader per account)."""
-        lock = self._load_locks.setdefault(account, asyncio.Lock())
+        """Rebuild a missing Redis account from Postgres, opening it first if it is new: batched and
+        single-flight across this worker's requests (``cold.ColdLoader``)."""
         try:
-            async with lock:
-                if await self.cache.redis.exists(self.cache.acct_key(account)):
-                    return
-                try:
-                    state = None
-                    for _ in range(2):
-                        async with self.rt.pool.acquire(timeout=3.0) as conn:
-                            # Postgres still placing holds (another worker saw Redis down): an account
-                            # rebuilt now could miss them; switch back first (it waits for them).
-                            if self.pg is not None and await self.pg.mode(conn) == "postgres":
-                                switch = True
-                            else:
-                                switch = False
-                                await store.ensure_account(conn, account, self.starting_units)
-                                state = await store.load_state(conn, account)
-                        if not switch:
-                            break
-                        await self.pg.switch_back()
-                except store.UNAVAILABLE:
-                    service_unavailable("credits: the credit ledger is unavailable, try again shortly", 5)
-                assert state is not None
-                balance, version, holds = state
-                holds = holds + self.writer.unflushed_holds(account)
-                await self.cache.load(account, balance, version, holds)
-        finally:
-            if not lock.locked():
-                self._load_locks.pop(account, None)
+            await self.cold.ensure(account)
+        except store.UNAVAILABLE:
+            service_unavailable("credits: the credit ledger is unavailable, try again shortly", 5)
 
     async def available_units(self, account: str) -> int | None:
         snap = await self.cache.snapshot(account)

@@ -42,16 +42,6 @@ async def ensure_account(conn: asyncpg.Connection, account: str, starting_units:
                 account, starting_units, f"starting-grant:{account}")
 
 
-async def load_state(conn: asyncpg.Connection, account: str) -> tuple[int, int, list[tuple[str, int, int]]] | None:
-    row = await conn.fetchrow("SELECT balance, version FROM credit_accounts WHERE account = $1", account)
-    if row is None:
-        return None
-    holds = await conn.fetch(
-        "SELECT id, amount, extract(epoch FROM created_at)::bigint AS ts FROM credit_holds "
-        "WHERE account = $1 AND status = 'pending'", account)
-    return row["balance"], row["version"], [(h["id"], h["amount"], h["ts"]) for h in holds]
-
-
 async def expire_old(conn: asyncpg.Connection, ttl_seconds: int) -> list[tuple[str, str]]:
     """Void (as ``expire``) every hold pending longer than the TTL; returns (hold id, account)."""
     async with conn.transaction():

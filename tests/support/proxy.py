@@ -107,6 +107,13 @@ class KeyFile:
         self._write()
         return key
 
+    def add_users(self, keys_to_users: dict[str, str], metadata: dict[str, Any] | None = None) -> None:
+        """Many plain user keys in one write (a crowd of accounts: one rewrite per key is quadratic)."""
+        for key, user_id in keys_to_users.items():
+            self.keys[key] = {"user_id": user_id, "team_id": None, "models": [], "metadata": metadata or {},
+                              "team_metadata": {}}
+        self._write()
+
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.keys))
@@ -236,3 +243,10 @@ class ProxyProcess:
 
     def client(self, key: str = MASTER_KEY, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+    def credits_verify(self) -> subprocess.CompletedProcess[str]:
+        """``litellm-plugins credits verify`` against this proxy's config and database (exit 0 = every
+        balance equals its ledger)."""
+        return subprocess.run([sys.executable, "-m", "litellm_plugins.cli", "--config", str(self.config_path),
+                               "credits", "verify"], env=self.process_env(), capture_output=True, text=True,
+                              timeout=60)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import asyncpg
 
@@ -98,9 +97,6 @@ class PostgresHolds:
             return True
         except Exception:  # noqa: BLE001 - any failure means: still down
             return False
-
-    async def mode(self, conn: Any) -> str:
-        return await conn.fetchval("SELECT mode FROM credit_ledger_mode WHERE id = 1")
 
     async def switch_back(self) -> None:
         """Redis answers: make it the hold store again, rebuilt from Postgres (one worker does the work)."""
