@@ -724,16 +724,18 @@ def test_langchain_chat_openai_on_the_responses_api(proxy, keys, fake) -> None: 
 
 async def test_kill_right_after_answers_loses_no_charge(proxy, start_proxy, keys, fake, module_database) -> None:  # noqa: ANN001
     """A second proxy (writer interval 1 s) answers plain /v1/messages calls and streamed /v1/responses
-    calls, and is killed (-9) before any of its records could reach Postgres through it: every call a
+    and /v1/messages calls, and is killed (-9) before any of its records could reach Postgres through it: every call a
     client saw answered still gets its one settle (the charge LiteLLM computed) and its usage row,
     written by the module proxy's reconciler from the Redis journal.
 
     * plain /v1/messages: the first answer to arrive kills the proxy, microseconds later. Its cost is
       asked of LiteLLM's calculator in the headers hook (fact 30) and journalled before it leaves;
       journalled from the success callback instead (as before), this lost the first answer in 2 runs of 2.
-    * streamed /v1/responses: LiteLLM's success logging of these calls is held 5 s after their last
-      event by ``tests.support.slow_logging`` (listed first), and the kill comes inside that window;
-      the settle is journalled from the ``response.completed`` event before the stream ends (fact 34).
+    * streamed /v1/responses and /v1/messages at each level: LiteLLM's success logging of these calls
+      is held 5 s after their last event by ``tests.support.slow_logging`` (listed first), and the kill
+      comes inside that window; the settle is journalled before the stream ends (fact 34), priced from
+      the ``response.completed`` event, or from the Messages stream's ``message_start`` /
+      ``message_delta`` events.
     """
     callbacks = ["tests.support.slow_logging.slow_logging", *PROXY_CFG["litellm_settings"]["callbacks"]]
     crash = start_proxy(plugins={"credits": {"starting_grant": STARTING, "writer_interval_seconds": 1}},
@@ -755,16 +757,21 @@ async def test_kill_right_after_answers_loses_no_charge(proxy, start_proxy, keys
                 crash.kill()
                 answered.append(("messages", units_of(r.headers["x-litellm-plugins-credits-charged"])))
 
-    # 1. streamed /v1/responses, their success logging held open, then 2. the plain /v1/messages race.
+    # 1. streams on both APIs and every upstream shape (eco: chat completions, balanced: Responses,
+    # precision: Messages), their success logging held open; then 2. the plain /v1/messages race.
     streamed = []
     with httpx.Client(base_url=crash.url, timeout=30) as c:
-        for n in range(3):
-            call_id = f"{slow_logging.PREFIX}{uuid.uuid4().hex}"
-            r = c.post("/v1/responses", json={"model": "balanced", "input": f"stream kill {n}", "stream": True,
-                                              "max_output_tokens": 50},
-                       headers={"Authorization": f"Bearer {key}", "x-litellm-call-id": call_id})
-            assert r.status_code == 200 and "response.completed" in r.text, r.text
-            streamed.append(r)
+        for level in ("eco", "balanced", "precision"):
+            for endpoint in ENDPOINTS:
+                body = ({"model": level, "input": f"stream kill {level}", "max_output_tokens": 50}
+                        if endpoint == "responses" else
+                        {"model": level, "max_tokens": 32, "messages": [{"role": "user", "content": f"stream kill {level}"}]})
+                r = c.post(f"/v1/{endpoint}", json={**body, "stream": True},
+                           headers={"Authorization": f"Bearer {key}",
+                                    "x-litellm-call-id": f"{slow_logging.PREFIX}{uuid.uuid4().hex}"})
+                assert r.status_code == 200, r.text
+                assert ("response.completed" if endpoint == "responses" else "message_stop") in r.text
+                streamed.append(r)
     threads = [threading.Thread(target=plain_message, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -329,16 +330,22 @@ class Engine:
         checks that the two agree. Per chunk this costs one attribute read; once per stream, the
         cost calculation and one Redis write handed to the kernel without awaiting. A Responses API
         stream is priced on its ``response.completed`` event's response. An Anthropic Messages
-        stream reaches this hook as raw SSE bytes (no usage object to price): it is still journalled
-        from the success callback (docs/credits.md "Journal").
+        stream reaches this hook as raw SSE bytes: its ``message_start`` and ``message_delta`` events
+        are read into the shape of a non-streamed answer (model, usage) and priced like one (a
+        substring test per chunk; the two events are parsed).
         """
         last = None
+        message: dict[str, Any] | None = None  # an Anthropic Messages stream, as a non-streamed answer
         async for chunk in chunks:
             if getattr(chunk, "usage", None) is not None:  # chat / text completions: the usage chunk
                 last = chunk
             elif type(chunk).__name__ == "ResponseCompletedEvent":  # the Responses API's last event:
                 last = chunk.response                                # the whole response, with usage
+            elif isinstance(chunk, bytes) and (b'"message_start"' in chunk or b'"message_delta"' in chunk):
+                message = _anthropic_stream_message(chunk, message)
             yield chunk
+        if last is None and message is not None and message["usage"].get("output_tokens") is not None:
+            last = message
         if last is not None:
             try:
                 await self._journal_stream_end(data, last)
@@ -356,8 +363,11 @@ class Engine:
         cost = litellm_cost(data, chunk)
         if cost is None:
             return
-        hidden = getattr(chunk, "_hidden_params", None) or {}
-        await self._journal_success(ctx, hold, data, chunk.usage, hidden, cost, self._charge(ctx, hold, cost),
+        if isinstance(chunk, dict):  # an Anthropic Messages stream: the deployment from routing's per-attempt hook
+            hidden, usage = {"model_id": ctx.get("attempt_model_id")}, chunk["usage"]
+        else:
+            hidden, usage = getattr(chunk, "_hidden_params", None) or {}, chunk.usage
+        await self._journal_success(ctx, hold, data, usage, hidden, cost, self._charge(ctx, hold, cost),
                                     stream=True)
 
     # ---- after the call (background) -------------------------------------------------------------
@@ -637,6 +647,30 @@ def _served(slo: dict[str, Any], ctx: dict[str, Any], kwargs: dict[str, Any]) ->
         "provider": (entry.provider if entry else None) or slo.get("custom_llm_provider") or None,
         "first_choice_group": first,
     }
+
+
+def _anthropic_stream_message(chunk: bytes, message: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Fold an Anthropic Messages SSE chunk's ``message_start`` / ``message_delta`` events into the
+    non-streamed answer they describe: ``message_start`` carries the model and the input usage,
+    ``message_delta`` the output tokens so far (cumulative, as Anthropic sends them)."""
+    for line in chunk.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            event = json.loads(line[5:])
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
+            start = event["message"]
+            message = {"id": start.get("id"), "type": "message", "role": "assistant", "model": start.get("model"),
+                       "content": [], "stop_reason": None, "stop_sequence": None,
+                       "usage": {k: v for k, v in (start.get("usage") or {}).items() if k != "output_tokens"}}
+        elif event.get("type") == "message_delta" and message is not None:
+            message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            message["stop_reason"] = (event.get("delta") or {}).get("stop_reason")
+    return message
 
 
 def litellm_cost(data: dict[str, Any], result: Any) -> float | None:
