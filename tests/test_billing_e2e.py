@@ -227,3 +227,34 @@ async def test_stale_event_is_dead_lettered_and_replays(start_billing_proxy, key
     assert set(json.loads(status.stdout)) == {"lago", "openmeter", "stripe", "stale", "ops"}
     unknown = plugins_cli(proxy, module_database, "billing", "replay", "--exporter", "nope")
     assert unknown.returncode == 1 and "unknown exporter 'nope'" in unknown.stderr
+
+
+async def test_the_customer_is_the_metadata_billing_customer_id_else_the_account(
+        start_billing_proxy, keys, fake, billing, module_database):
+    keys.add("sk-bill-cus-key", user_id="bill-cus-key", metadata={"billing_customer_id": "cus_KEY"},
+             team_metadata={"billing_customer_id": "cus_TEAM"})
+    keys.add("sk-bill-cus-team", team_id="bill-cus-team", team_metadata={"billing_customer_id": "cus_TEAM"})
+    keys.add("sk-bill-cus-bad", user_id="bill-cus-bad", metadata={"billing_customer_id": "x" * 256})
+    keys.add("sk-bill-cus-none", user_id="bill-cus-none")
+    proxy = start_billing_proxy("billing-customer")
+    expected = {"sk-bill-cus-key": "cus_KEY", "sk-bill-cus-team": "cus_TEAM",
+                "sk-bill-cus-bad": "user:bill-cus-bad", "sk-bill-cus-none": "user:bill-cus-none"}
+    ids = {key: calls(proxy, key, 1, "customer")[0] for key in expected}
+    await settles_written(module_database, list(ids.values()))
+    for receiver in ("lago", "openmeter", "stripe"):
+        await until(lambda: set(ids.values()) <= set(received_credits(billing, receiver, receiver)), 60, receiver)
+    lago = billing.unique("lago", bearer("lago"))
+    openmeter = billing.unique("openmeter", bearer("openmeter"))
+    stripe = billing.unique("stripe", bearer("stripe"))
+    for key, customer in expected.items():
+        call_id = ids[key]
+        assert lago[call_id].body["external_subscription_id"] == customer, key
+        assert openmeter[call_id].body["subject"] == customer, key
+        assert stripe[call_id].body["payload[stripe_customer_id]"] == customer, key
+        assert lago[call_id].body["properties"]["account"].startswith(("user:", "team:"))
+    rows = await db_fetch(module_database, "SELECT call_id, billing_customer FROM usage_log WHERE call_id = ANY($1)",
+                          list(ids.values()))
+    assert {r["call_id"]: r["billing_customer"] for r in rows} == {
+        ids["sk-bill-cus-key"]: "cus_KEY", ids["sk-bill-cus-team"]: "cus_TEAM",
+        ids["sk-bill-cus-bad"]: None, ids["sk-bill-cus-none"]: None}
+    assert proxy.log_text().count("metadata billing_customer_id ignored") == 1

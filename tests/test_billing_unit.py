@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -21,6 +23,8 @@ from litellm_plugins.billing.exporters.stripe import form
 from litellm_plugins.billing.exporters.webhook import message, signature
 from litellm_plugins.billing.settings import BillingSettings, ExporterSettings
 from litellm_plugins.billing.worker import backoff
+from litellm_plugins.core import identity
+from litellm_plugins.core.identity import billing_customer
 from litellm_plugins.core.migrator import migrate
 from litellm_plugins.core.settings import SettingsError, parse_settings
 from litellm_plugins.credits.money import fmt
@@ -64,6 +68,40 @@ def test_stripe_meter_event_form() -> None:
     assert form(CHARGE, "llm_credits") == {
         "event_name": "llm_credits", "identifier": "call-1", "timestamp": str(int(AT.timestamp())),
         "payload[stripe_customer_id]": "user:alice", "payload[value]": "1.234567"}
+
+
+def test_every_receiver_uses_the_recorded_billing_customer() -> None:
+    charge = replace(CHARGE, billing_customer="cus_ACME")
+    assert event_body(charge, "c")["external_subscription_id"] == "cus_ACME"
+    assert cloud_event(charge, "c", "s")["subject"] == "cus_ACME"
+    assert form(charge, "c")["payload[stripe_customer_id]"] == "cus_ACME"
+    assert event_body(charge, "c")["properties"]["account"] == "user:alice"  # the account stays a property
+    assert CHARGE.customer == GRANT.customer == "user:alice"  # none recorded: the account id
+
+
+@pytest.mark.parametrize(("key_meta", "team_meta", "expected"), [
+    ({"billing_customer_id": "cus_key"}, {"billing_customer_id": "cus_team"}, "cus_key"),
+    ({}, {"billing_customer_id": "cus_team"}, "cus_team"),
+    ({"billing_customer_id": ""}, {"billing_customer_id": "cus_team"}, "cus_team"),
+    ({"billing_customer_id": 42}, {}, None),  # not a string: ignored
+    ({"billing_customer_id": ["cus_x"]}, {"billing_customer_id": "cus_team"}, "cus_team"),
+    ({"billing_customer_id": "x" * 256}, {}, None),  # too long: ignored
+    ({"billing_customer_id": "x" * 255}, {}, "x" * 255),
+    ({}, {}, None),
+])
+def test_billing_customer_comes_from_key_then_team_metadata(key_meta: dict, team_meta: dict,
+                                                            expected: str | None) -> None:
+    assert billing_customer(key_meta, team_meta) == expected
+
+
+def test_an_invalid_billing_customer_is_logged_once_without_its_value(caplog: pytest.LogCaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "_warned_billing_customer", [False])
+    with caplog.at_level(logging.WARNING, logger="litellm_plugins.identity"):
+        for _ in range(3):
+            assert billing_customer({"billing_customer_id": {"secret": "s3cr3t"}}, {}) is None
+    warnings = [r for r in caplog.records if "billing_customer_id" in r.getMessage()]
+    assert len(warnings) == 1 and "s3cr3t" not in warnings[0].getMessage()
 
 
 # ---- exporters against the fake receiver ---------------------------------------------------------------
@@ -258,6 +296,9 @@ async def test_a_charge_waits_for_its_usage_row(conn: asyncpg.Connection) -> Non
     batch = await settled(conn, want=2)
     assert [(e.event_id, e.model_group, e.prompt_tokens, e.cost_usd) for e in batch] == [
         ("call-u", "g", 3, Decimal("0.05")), (batch[1].event_id, None, 0, Decimal(0))]
+    assert [e.customer for e in batch] == ["user:u", "user:u"]  # no billing_customer recorded
+    await conn.execute("UPDATE usage_log SET billing_customer = 'cus_U' WHERE id = 'hu'")
+    assert [e.customer for e in await settled(conn, want=2)] == ["cus_U", "user:u"]
     old = datetime.now(timezone.utc) - timedelta(seconds=120)
     await conn.execute("UPDATE billing_outbox SET created_at = $1", old)
     await conn.execute("DELETE FROM usage_log")

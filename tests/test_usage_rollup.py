@@ -196,7 +196,7 @@ async def test_migration_backfills_existing_rows(database: str) -> None:
         await migrate(conn, before)
         assert await conn.fetchval("SELECT to_regclass('litellm_plugins.usage_rollup_hour')") is None
         rows = spread(250)
-        older = tuple(c for c in store.COLUMNS if c != "tier")  # usage_log before 20261201002100
+        older = tuple(c for c in store.COLUMNS if c not in ("tier", "billing_customer"))  # before 20261201002100
         await store.insert_rows(conn, [{**r, "status": "failure"} if int(r["id"][1:]) % 4 == 0 else r for r in rows],
                                 older)
         await migrate(conn)  # the rollup migration (and any later one) on a log with rows in it

@@ -21,7 +21,7 @@ import asyncpg
 _SELECT = (
     "SELECT o.seq, o.txid, o.event_id, o.account, o.kind, o.units, o.balance_after, o.data, o.created_at, "
     "u.id IS NOT NULL AS has_usage, u.model_group, u.power_level, u.byok, u.prompt_tokens, "
-    "u.completion_tokens, u.cost_usd "
+    "u.completion_tokens, u.cost_usd, u.billing_customer "
     "FROM billing_outbox o LEFT JOIN usage_log u ON u.id = o.hold_id ")
 _SETTLED = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
@@ -44,11 +44,14 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    billing_customer: str | None = None  # the caller's metadata billing_customer_id (usage row)
 
     @property
     def customer(self) -> str:
-        """The receiver's customer / subscription id: the account id (docs/billing.md, Mappings)."""
-        return self.account
+        """The receiver's customer / subscription id (docs/billing.md, Mappings): the charge's
+        ``billing_customer_id`` from key / team metadata, recorded by credits with the usage row,
+        else the account id."""
+        return self.billing_customer or self.account
 
 
 def _event(row: asyncpg.Record) -> Event:
@@ -58,7 +61,8 @@ def _event(row: asyncpg.Record) -> Event:
                  has_usage=row["has_usage"], model_group=row["model_group"], power_level=row["power_level"],
                  byok=bool(row["byok"]), prompt_tokens=row["prompt_tokens"] or 0,
                  completion_tokens=row["completion_tokens"] or 0,
-                 cost_usd=row["cost_usd"] if row["cost_usd"] is not None else Decimal(0))
+                 cost_usd=row["cost_usd"] if row["cost_usd"] is not None else Decimal(0),
+                 billing_customer=row["billing_customer"])
 
 
 async def cursor(conn: asyncpg.Connection, exporter: str) -> tuple[int, int]:

@@ -116,7 +116,8 @@ class Engine:
         tier = self.tier_of(caller, ctx)
         markup = self.settings.markup(tier)
         hold = {"id": uuid.uuid4().hex, "account": account, "amount": 0, "tier": tier,
-                "markup": str(markup), "t0": time.time(), "model": data.get("model")}
+                "markup": str(markup), "t0": time.time(), "model": data.get("model"),
+                "customer": caller.billing_customer()}
         ctx["hold"] = hold
         if ctx.get("byok_policy") == "only" and ctx.get("byok_provider"):
             hold["byok"] = True
@@ -413,7 +414,7 @@ class Engine:
             "credits_charged": charge, "latency_ms": latency,
             "stream": bool(slo.get("stream") or kwargs.get("stream")),
             "status": status, "error_type": error_type, "tier": hold.get("tier") or ctx.get("tier"),
-            "ts": time.time(),
+            "billing_customer": hold.get("customer"), "ts": time.time(),
         }
 
     def on_success(self, kwargs: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ import asyncpg
 
 COLUMNS = ("id", "call_id", "account", "user_id", "team_id", "key_hash", "requested_model", "power_level",
            "model_group", "deployment", "provider", "first_choice_group", "byok", "prompt_tokens", "completion_tokens", "cost_usd",
-           "credits_charged", "latency_ms", "stream", "status", "error_type", "tier", "created_at")
+           "credits_charged", "latency_ms", "stream", "status", "error_type", "tier", "billing_customer",
+           "created_at")
 # Which outcome wins when one request reports several (a failed attempt, then a successful retry).
 STATUS_RANK = {"success": 3, "failure": 2, "rejected": 1}
 
