@@ -15,7 +15,7 @@ import pytest
 from litellm_plugins.billing.exporters.webhook import signature
 from tests.support.fake_billing import FakeBilling
 from tests.support.proxy import MASTER_KEY
-from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, plugins_cli, wait_for
+from tests.test_credits_e2e import CREDITS, OTHERS_OFF, chat, db_fetch, grant, plugins_cli, wait_for
 
 UNIT = Decimal(1_000_000)
 SECRETS = {"lago": "lago-test-secret-0001", "openmeter": "om-test-secret-0002",
@@ -35,7 +35,8 @@ def billing_settings(url: str) -> dict:
             "exporters": [exporter("lago", "lago", grant_code="credit_grant"), exporter("openmeter", "openmeter"),
                           exporter("stripe", "stripe"), exporter("stale", "lago", max_event_age_days=0.0001),
                           # low_balance below the starting grant: each account's first charge crosses it
-                          {**exporter("ops", "webhook", events=["low_balance"], low_balance_credits=1000),
+                          {**exporter("ops", "webhook", events=["low_balance", "credits_exhausted"],
+                                      low_balance_credits=1000),
                            "url": url + "/hooks/ops"}]}
 
 
@@ -95,6 +96,19 @@ async def settles_written(dsn: str, call_ids: list[str]) -> None:
     rows = await wait_for(dsn, "SELECT call_id FROM credit_ledger WHERE kind = 'settle' AND call_id = ANY($1)",
                           call_ids, expect=lambda rows: len(rows) == len(call_ids), timeout=30)
     assert len(rows) == len(call_ids)
+
+
+def webhooks(billing: FakeBilling, type_: str, account: str | None = None) -> dict:
+    """webhook-id -> the first copy of each ``type_`` webhook at /hooks/ops (for ``account``), after
+    checking that every copy of them is signed with the exporter's secret."""
+    out = {}
+    for h in billing.events("webhook", "/hooks/ops"):
+        body = h.body["json"]
+        if body["type"] != type_ or account not in (None, body["data"]["account"]):
+            continue
+        assert h.body["signature"] == signature(SECRETS["ops"], h.event_id, int(h.body["timestamp"]), h.body["raw"])
+        out.setdefault(h.event_id, h)
+    return out
 
 
 def ready_billing(proxy) -> dict:
@@ -157,11 +171,9 @@ async def test_every_charge_arrives_once_after_dedupe_through_faults(start_billi
     assert one["properties"]["prompt_tokens"] > 0 and Decimal(one["properties"]["cost_usd"]) > 0
     # operators' webhooks: one low_balance per account after dedupe, every copy signed with the secret
     await until(lambda: len(billing.unique("webhook", "/hooks/ops")) >= 2, 60, "low_balance webhooks")
-    hooks = billing.unique("webhook", "/hooks/ops")
+    hooks = webhooks(billing, "low_balance")
     assert sorted(h.body["json"]["data"]["account"] for h in hooks.values()) == ["team:bill-team-b", "user:bill-a"]
-    assert {h.body["json"]["type"] for h in hooks.values()} == {"low_balance"}
-    for h in billing.events("webhook", "/hooks/ops"):
-        assert h.body["signature"] == signature(SECRETS["ops"], h.event_id, int(h.body["timestamp"]), h.body["raw"])
+    for h in hooks.values():
         assert h.event_id.split(":")[0] in charges and abs(int(h.body["timestamp"]) - time.time()) < 600
     # secrets never in logs or API output
     for p in (proxy, after):
@@ -258,3 +270,39 @@ async def test_the_customer_is_the_metadata_billing_customer_id_else_the_account
         ids["sk-bill-cus-key"]: "cus_KEY", ids["sk-bill-cus-team"]: "cus_TEAM",
         ids["sk-bill-cus-bad"]: None, ids["sk-bill-cus-none"]: None}
     assert proxy.log_text().count("metadata billing_customer_id ignored") == 1
+
+
+async def test_credits_exhausted_fires_once_per_exhaustion(start_billing_proxy, keys, fake, billing, module_database):
+    keys.add("sk-bill-broke", user_id="bill-broke")
+    proxy = start_billing_proxy("billing-exhausted")
+    account = "user:bill-broke"
+    too_big = {"model": "claude-opus-4", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1_000_000}
+
+    async def refused(n: int) -> None:
+        with proxy.client("sk-bill-broke") as c:
+            r = c.post("/v1/chat/completions", json=too_big)
+        assert r.status_code == 402, r.text
+        await wait_for(module_database, "SELECT id FROM usage_log WHERE account = $1", account,
+                       expect=lambda rows: len(rows) == n, timeout=30)
+
+    def exhausted() -> dict:
+        return webhooks(billing, "credits_exhausted", account)
+
+    await refused(1)
+    await until(lambda: len(exhausted()) == 1, 60, "the first credits_exhausted webhook")
+    await refused(2)  # no top-up in between: the same event, nothing more
+    outbox = await db_fetch(module_database, "SELECT event_id FROM billing_outbox WHERE account = $1 "
+                            "AND kind = 'credits_exhausted'", account)
+    assert len(outbox) == 1
+    r = grant(proxy, {"account": account, "amount": "1", "idempotency_key": "bill-broke-topup"})
+    assert r.status_code == 200, r.text
+    await refused(3)  # after a top-up: exhausted again, one more
+    await until(lambda: len(exhausted()) == 2, 60, "the credits_exhausted webhook after the top-up")
+    await until(lambda: not ready_billing(proxy)["ops"]["backlog"], 30, "the ops exporter to drain")
+    hooks = sorted(exhausted().values(), key=lambda h: h.body["json"]["data"]["balance"])
+    assert [h.body["json"]["data"]["balance"] for h in hooks] == ["1000.000000", "1001.000000"]
+    calls_402 = await db_fetch(module_database, "SELECT call_id FROM usage_log WHERE account = $1 ORDER BY created_at",
+                               account)
+    assert [h.body["json"]["data"]["call_id"] for h in hooks] == [calls_402[0]["call_id"], calls_402[2]["call_id"]]
+    assert all(h.event_id.endswith(":credits_exhausted") and h.body["json"]["data"]["requested_model"]
+               for h in hooks)

@@ -361,13 +361,37 @@ async def test_webhooks_are_signed_and_filtered_by_type(billing_receiver: FakeBi
     ({"url": None, "api_key": SECRET}, "needs its url"),
     ({"url": "http://h/x", "api_key": "not-a-secret"}, "whsec_<base64>"),
     ({"url": "http://h/x", "api_key": "whsec_!!"}, "whsec_<base64>"),
-    ({"url": "http://h/x", "api_key": SECRET, "events": ["credits_exhausted"]}, "events"),
+    ({"url": "http://h/x", "api_key": SECRET, "events": ["allowance_reset"]}, "events"),  # no allowances yet
 ])
 def test_webhook_settings_are_checked(extra: dict, named: str) -> None:
     section = {**VALID, "credits": {"enabled": True},
                "billing": {"enabled": True, "exporters": [{"name": "ops", "type": "webhook", **extra}]}}
     with pytest.raises(SettingsError, match=named.replace("[", r"\[")):
         parse_settings(section)
+
+
+EXHAUSTED_USAGE = ("INSERT INTO usage_log (id, call_id, account, requested_model, status, error_type) "
+                   "VALUES ($1, $1, $2, 'gpt-4o-mini', 'rejected', $3)")
+
+
+async def test_a_402_is_one_credits_exhausted_event_per_balance_version(conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO credit_accounts (account, balance, version) VALUES ('user:x', 5, 3)")
+    await conn.execute(EXHAUSTED_USAGE, "r1", "user:x", "insufficient_credits")
+    await conn.execute(EXHAUSTED_USAGE, "r2", "user:x", "insufficient_credits")  # same version: same event
+    await conn.execute(EXHAUSTED_USAGE, "r3", "user:x", "rate_limit_error")  # another rejection: none
+    await conn.execute(EXHAUSTED_USAGE, "r4", "user:new", "insufficient_credits")  # no account row yet
+    await conn.execute("UPDATE credit_accounts SET balance = 7, version = 4 WHERE account = 'user:x'")  # a grant
+    await conn.execute(EXHAUSTED_USAGE, "r5", "user:x", "insufficient_credits")
+    rows = await conn.fetch("SELECT event_id, kind, account, units, balance_after, call_id FROM billing_outbox "
+                            "ORDER BY seq")
+    assert [tuple(r) for r in rows] == [
+        ("exhausted:user:x:v3", "credits_exhausted", "user:x", 0, 5, "r1"),
+        ("exhausted:user:new:v0", "credits_exhausted", "user:new", 0, None, "r4"),
+        ("exhausted:user:x:v4", "credits_exhausted", "user:x", 0, 7, "r5")]
+    batch = await settled(conn, usage_wait=0, want=3)
+    assert message(batch[0], 100) == ("credits_exhausted", {
+        "account": "user:x", "balance": "0.000005", "call_id": "r1", "requested_model": "gpt-4o-mini"})
+    assert all(build(exporter_settings(t)).code(batch[0]) is None for t in ("lago", "openmeter", "stripe"))
 
 
 HEALTH = "INSERT INTO health_events (model_id, model_group, provider, state, up) VALUES ($1, 'g', 'openai', $2, $3)"

@@ -32,11 +32,12 @@ class Event:
     txid: int
     event_id: str
     account: str
-    kind: str  # "charge" | "grant" | "provider_down" | "provider_up"
+    kind: str  # "charge" | "grant" | "credits_exhausted" | "provider_down" | "provider_up"
     units: int
     created_at: datetime
     balance_after: int | None = None  # the account's balance after this ledger entry
-    data: dict[str, Any] | None = None  # provider_*: model_id, model_group, provider, state, reason
+    data: dict[str, Any] | None = None  # provider_*: model_id, model_group, provider, state, reason;
+    # credits_exhausted: call_id, requested_model
     has_usage: bool = False
     model_group: str | None = None
     power_level: str | None = None

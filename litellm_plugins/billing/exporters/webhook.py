@@ -7,8 +7,9 @@ dedupe), ``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-sign
 the ``whsec_...`` secret. Same outbox, cursor, retries and dead letters as the billing exporters.
 
 Events: ``low_balance`` (a charge took the account's balance below ``low_balance_credits``: sent
-once per crossing, from the ledger's ``balance_after``), ``provider_down`` / ``provider_up`` (a
-deployment's health flipped, from ``health_events``).
+once per crossing, from the ledger's ``balance_after``), ``credits_exhausted`` (an account's first
+402 per balance version, from the 402's usage row: migration ``20261202005000``), ``provider_down`` /
+``provider_up`` (a deployment's health flipped, from ``health_events``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def message(event: Event, threshold_units: int) -> tuple[str, dict[str, Any]] | 
     """(type, data) of the webhook this outbox event makes, or None."""
     if event.kind in ("provider_down", "provider_up"):
         return event.kind, dict(event.data or {})
+    if event.kind == "credits_exhausted":
+        data = event.data or {}
+        return event.kind, {"account": event.account,
+                            "balance": fmt(event.balance_after) if event.balance_after is not None else None,
+                            "call_id": data.get("call_id"), "requested_model": data.get("requested_model")}
     if event.kind == "charge" and event.balance_after is not None \
             and event.balance_after < threshold_units <= event.balance_after + event.units:
         return "low_balance", {"account": event.account, "balance": fmt(event.balance_after),
