@@ -361,13 +361,107 @@ async def test_webhooks_are_signed_and_filtered_by_type(billing_receiver: FakeBi
     ({"url": None, "api_key": SECRET}, "needs its url"),
     ({"url": "http://h/x", "api_key": "not-a-secret"}, "whsec_<base64>"),
     ({"url": "http://h/x", "api_key": "whsec_!!"}, "whsec_<base64>"),
-    ({"url": "http://h/x", "api_key": SECRET, "events": ["allowance_reset"]}, "events"),  # no allowances yet
+    ({"url": "http://h/x", "api_key": SECRET, "events": ["allowance_refill"]}, "events"),  # no such type
 ])
 def test_webhook_settings_are_checked(extra: dict, named: str) -> None:
     section = {**VALID, "credits": {"enabled": True},
                "billing": {"enabled": True, "exporters": [{"name": "ops", "type": "webhook", **extra}]}}
     with pytest.raises(SettingsError, match=named.replace("[", r"\[")):
         parse_settings(section)
+
+
+def test_webhook_events_default_to_every_type_including_allowance_reset() -> None:
+    section = {**VALID, "credits": {"enabled": True}, "billing": {"enabled": True, "exporters": [
+        {"name": "ops", "type": "webhook", "url": "http://h/x", "api_key": SECRET, "events": ["allowance_reset"]},
+        {"name": "all", "type": "webhook", "url": "http://h/y", "api_key": SECRET}]}}
+    exporters = parse_settings(section).billing.exporters
+    assert exporters[0].events == ("allowance_reset",)
+    assert "allowance_reset" in exporters[1].events
+
+
+def allowance(key: str, allowance_units: int, units: int, balance_after: int,
+              account: str = "user:alice") -> store.Event:
+    return store.Event(seq=3, txid=3, event_id="ledger-77", account=account, kind="allowance_reset", units=units,
+                       created_at=AT, balance_after=balance_after,
+                       data={"idempotency_key": key, "allowance": allowance_units, "note": "allowance"})
+
+
+@pytest.mark.parametrize(("event", "data"), [
+    (allowance("allowance:user:alice:2026-12-01/month", 500_000_000, 500_000_000, 512_500_000),  # a refill
+     {"account": "user:alice", "period": "2026-12-01/month", "allowance": "500.000000", "added": "500.000000",
+      "balance": "512.500000", "upgrade": False}),
+    (allowance("allowance:user:alice:2026-12-01/month:800000000", 800_000_000, 300_000_000, 700_000_000),
+     {"account": "user:alice", "period": "2026-12-01/month", "allowance": "800.000000", "added": "300.000000",
+      "balance": "700.000000", "upgrade": True}),  # a mid-period upgrade grants the difference
+    (allowance("allowance:team:ops:2026-11-30/week", -1, 0, 3_000_000, account="team:ops"),
+     {"account": "team:ops", "period": "2026-11-30/week", "allowance": "unlimited", "added": "0.000000",
+      "balance": "3.000000", "upgrade": False}),  # unlimited: never part of the balance
+    (allowance("allowance:key:ab:cd:2026-12-01/day:-1", -1, -2_000_000, 1_000_000, account="key:ab:cd"),
+     {"account": "key:ab:cd", "period": "2026-12-01/day", "allowance": "unlimited", "added": "-2.000000",
+      "balance": "1.000000", "upgrade": True}),  # upgrade to unlimited: what was left leaves the balance
+])
+def test_allowance_reset_webhook_data(event: store.Event, data: dict) -> None:
+    assert message(event, 100_000_000) == ("allowance_reset", data)
+    assert build(ExporterSettings(name="ops", type="webhook", url="http://h/x", api_key=SECRET)).code(event) \
+        == "allowance_reset"
+    assert build(ExporterSettings(name="ops", type="webhook", url="http://h/x", api_key=SECRET,
+                                  events=("low_balance",))).code(event) is None
+
+
+ALLOWANCE = allowance("allowance:user:alice:2026-12-01/month", 500_000_000, 500_000_000, 500_000_000)
+
+
+@pytest.mark.parametrize("type_", ["lago", "openmeter", "stripe"])
+async def test_billing_receivers_never_get_an_allowance_reset(type_: str, billing_receiver: FakeBillingServer,
+                                                              billing: FakeBilling) -> None:
+    """A refill is not a charge, and not a grant either (even with a grant_code): webhooks only."""
+    exporter = build(exporter_settings(type_, url=billing_receiver.url, grant_code="topup"))
+    assert exporter.code(ALLOWANCE) is None  # the worker skips it and moves the cursor past it
+    async with httpx.AsyncClient() as client:
+        await exporter.send(client, [ALLOWANCE])
+        assert billing.received == []
+        await exporter.send(client, [ALLOWANCE, GRANT])
+    assert [r.event_id for r in billing.received] == ["ledger-42"]
+
+
+async def test_webhook_sends_a_signed_allowance_reset(billing_receiver: FakeBillingServer,
+                                                      billing: FakeBilling) -> None:
+    async with httpx.AsyncClient() as client:
+        await build(webhook(billing_receiver)).send(client, [ALLOWANCE])
+    [got] = billing.events("webhook", "/hooks/ops")
+    assert got.event_id == "ledger-77:allowance_reset"
+    assert got.body["json"] == {"type": "allowance_reset", "timestamp": "2026-12-01T12:30:15Z", "data": {
+        "account": "user:alice", "period": "2026-12-01/month", "allowance": "500.000000", "added": "500.000000",
+        "balance": "500.000000", "upgrade": False}}
+    assert got.body["signature"] == signature(SECRET, got.event_id, int(got.body["timestamp"]), got.body["raw"])
+
+
+ENSURE = "SELECT credits_ensure_allowance($1, 'pro', $2, $3, '2027-01-01T00:00:00Z'::timestamptz, 0)"
+
+
+async def test_an_allowance_refill_is_one_outbox_event_per_period_and_upgrade(conn: asyncpg.Connection) -> None:
+    """Migration 20261202010000: the ledger's 'allowance' entries become allowance_reset outbox rows,
+    once each (ledger idempotency key, unique event id); expiries and downgrades are not exported."""
+    for period, amount in [("2026-12-01/month", 5_000_000), ("2026-12-01/month", 5_000_000),  # again: nothing
+                           ("2026-12-01/month", 8_000_000), ("2026-12-01/month", 6_000_000),  # up, then down
+                           ("2027-01-01/month", 8_000_000)]:  # next period: the rest expires, then a refill
+        await conn.execute(ENSURE, "user:al", period, amount)
+    rows = await conn.fetch("SELECT event_id, kind, units, balance_after FROM billing_outbox "
+                            "WHERE kind <> 'grant' ORDER BY seq")  # (the account's starting grant of 0)
+    assert [(r["kind"], r["units"], r["balance_after"]) for r in rows] == [
+        ("allowance_reset", 5_000_000, 5_000_000), ("allowance_reset", 3_000_000, 8_000_000),
+        ("allowance_reset", 8_000_000, 8_000_000)]
+    assert all(r["event_id"].startswith("ledger-") for r in rows)
+    batch = [e for e in await settled(conn, usage_wait=0, want=4) if e.kind == "allowance_reset"]
+    assert [message(e, 100)[1] for e in batch] == [
+        {"account": "user:al", "period": "2026-12-01/month", "allowance": "5.000000", "added": "5.000000",
+         "balance": "5.000000", "upgrade": False},
+        {"account": "user:al", "period": "2026-12-01/month", "allowance": "8.000000", "added": "3.000000",
+         "balance": "8.000000", "upgrade": True},
+        {"account": "user:al", "period": "2027-01-01/month", "allowance": "8.000000", "added": "8.000000",
+         "balance": "8.000000", "upgrade": False}]
+    assert all(build(exporter_settings(t, grant_code="g")).code(batch[0]) is None
+               for t in ("lago", "openmeter", "stripe"))
 
 
 EXHAUSTED_USAGE = ("INSERT INTO usage_log (id, call_id, account, requested_model, status, error_type) "

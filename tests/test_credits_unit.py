@@ -476,7 +476,7 @@ async def test_hold_through_the_send_only_connection_and_after_a_forgotten_scrip
         data2, ctx2 = await place(engine, "viasend")
         snap = await engine.cache.snapshot("user:viasend")
         assert snap is not None and snap[1] == ctx["hold"]["amount"] + ctx2["hold"]["amount"]
-        status, balance, held_total, leased = await engine.cache.hold("user:viasend", "too-big", 10 ** 15)
+        status, balance, held_total, leased, _, _ = await engine.cache.hold("user:viasend", "too-big", 10 ** 15)
         assert (status, balance, held_total, leased) == (0, snap[0], snap[1], 0)
     finally:
         await sender.close()
@@ -555,7 +555,7 @@ async def test_postgres_holds_are_exact_under_a_race_and_follow_the_mode(databas
         now = time.time()
         assert (await pg.hold("h-early", "c", "user:race", 100, now, 0))[0] == NOT_POSTGRES
         await pg.enter()
-        status, _, _, wait_ms = await pg.hold("h-early", "c", "user:race", 100, now, 0)
+        status, _, _, wait_ms, _, _ = await pg.hold("h-early", "c", "user:race", 100, now, 0)
         assert status == TOO_EARLY and 0 < wait_ms <= 300
         await asyncio.sleep(0.35)
         results = await asyncio.gather(*(pg.hold(f"h{i}", f"c{i}", "user:race", 150, now, 0) for i in range(40)))

@@ -24,7 +24,7 @@ MAX_BATCH = {"lago": 100, "openmeter": 1000, "stripe": 1, "webhook": 20}
 MAX_AGE_DAYS = {"lago": None, "openmeter": None, "stripe": 35, "webhook": None}
 DEFAULT_URL = {"lago": "https://api.getlago.com", "openmeter": "https://openmeter.cloud",
                "stripe": "https://api.stripe.com"}
-WEBHOOK_EVENTS = ("low_balance", "credits_exhausted", "provider_down", "provider_up")
+WEBHOOK_EVENTS = ("low_balance", "credits_exhausted", "provider_down", "provider_up", "allowance_reset")
 
 
 class ExporterSettings(BaseModel):
@@ -50,7 +50,8 @@ class ExporterSettings(BaseModel):
     source: str = Field(default="litellm-plugins", min_length=1, max_length=200,
                         description="OpenMeter CloudEvents `source`.")
     # ---- webhook only ----
-    events: tuple[Literal["low_balance", "credits_exhausted", "provider_down", "provider_up"], ...] = Field(
+    events: tuple[Literal["low_balance", "credits_exhausted", "provider_down", "provider_up",
+                          "allowance_reset"], ...] = Field(
         default=WEBHOOK_EVENTS, description="Webhook event types sent to this URL.")
     low_balance_credits: Decimal = Field(default=Decimal(100), ge=0, le=Decimal(10) ** 12,
                                          description="low_balance fires when a charge takes an account's "

@@ -28,7 +28,13 @@ async def get_balance(account: str | None = Query(default=None),
                       caller: Caller = Depends(current_caller)) -> dict[str, Any]:
     acct = resolve_account(caller, account)
     rt = runtime.get()
+    eng = engine()
+    own = acct == caller.account(rt.settings.account_order)
+    tier = eng.tier_of(caller, {}) if eng is not None and own else None
     async with rt.pool.acquire() as conn:
+        view = None
+        if eng is not None:
+            view = await service.balance_view(conn, eng.cache, eng.allowances, acct, tier, eng.starting_units)
         row = await store.balance(conn, acct)
     if row is None:
         if account is not None and account != caller.account(runtime.get().settings.account_order):
@@ -38,7 +44,6 @@ async def get_balance(account: str | None = Query(default=None),
         return {"account": acct, "balance": fmt(start), "held": fmt(0), "leased": fmt(0), "available": fmt(start),
                 "opened": False}
     held, leased = row["held"], 0
-    eng = engine()
     if eng is not None:
         try:
             snap = await eng.cache.with_leases(acct)
@@ -47,8 +52,9 @@ async def get_balance(account: str | None = Query(default=None),
         except (RedisError, OSError):
             pass
     # held: in-flight requests; leased: set aside by busy workers (credits/lease.py), spent by nobody
+    # buckets / allowance / spend / caps: docs/credits.md, "Allowances and buckets"
     return {"account": acct, "balance": fmt(row["balance"]), "held": fmt(held), "leased": fmt(leased),
-            "available": fmt(row["balance"] - held - leased), "opened": True}
+            "available": fmt(row["balance"] - held - leased), "opened": True, **(view or {})}
 
 
 @credits_router.get("/ledger")
@@ -67,7 +73,7 @@ async def get_ledger(account: str | None = Query(default=None), limit: int = Que
 async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(admin_caller)) -> dict[str, Any]:
     if not isinstance(body, dict):
         bad_request("body must be a JSON object with account, amount and idempotency_key")
-    unknown = set(body) - {"account", "amount", "idempotency_key", "note", "create"}
+    unknown = set(body) - {"account", "amount", "idempotency_key", "note", "create", "kind", "expires_at"}
     if unknown:
         bad_request(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
     eng = engine()
@@ -77,6 +83,8 @@ async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(ad
         account = service.check_account(body.get("account"))
         units = service.parse_amount(body.get("amount"), settings)
         key = service.check_idempotency_key(body.get("idempotency_key"))
+        kind = service.check_kind(body.get("kind"))
+        expires_at = service.check_expires_at(body.get("expires_at"))
     except service.GrantError as exc:
         bad_request(str(exc), exc.param)
     note = body.get("note")
@@ -86,12 +94,36 @@ async def post_grant(body: Any = Body(default=None), caller: Caller = Depends(ad
     if not isinstance(create, bool):
         bad_request("create must be true or false", "create")
     try:
-        return await service.grant(rt.pool, eng.cache if eng else None, settings, account, units, key, note, create)
+        return await service.grant(rt.pool, eng.cache if eng else None, settings, account, units, key, note, create,
+                                   kind, expires_at)
     except store.UnknownAccount:
         bad_request(f"unknown account {account!r}: it has made no request yet (pass \"create\": true to open it)",
                     "account")
     except store.IdempotencyConflict as exc:
         raise plugin_error(409, str(exc), "idempotency_conflict", "idempotency_key") from None
+
+
+@credits_router.post("/caps")
+async def post_caps(body: Any = Body(default=None), caller: Caller = Depends(admin_caller)) -> dict[str, Any]:
+    """Admin: an account's own spend caps, ``{"account", "day", "week", "month"}`` in credits (null
+    removes one; kinds not given are unchanged). The lower of the account's and its tier's cap applies."""
+    if not isinstance(body, dict):
+        bad_request("body must be a JSON object with account and at least one of day, week, month")
+    unknown = set(body) - {"account", "day", "week", "month"}
+    if unknown:
+        bad_request(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+    try:
+        account = service.check_account(body.get("account"))
+        caps = service.parse_caps(body)
+    except service.GrantError as exc:
+        bad_request(str(exc), exc.param)
+    eng = engine()
+    async with runtime.get().pool.acquire() as conn:
+        if not await store.set_caps(conn, account, caps):
+            not_found(f"no credit account {account!r}", "account")
+        await service.push_state(eng.cache if eng else None, conn, account)
+        row = await conn.fetchrow("SELECT cap_day, cap_week, cap_month FROM credit_accounts WHERE account = $1", account)
+    return {"account": account, **{k: fmt(row[f"cap_{k}"]) for k in ("day", "week", "month")}}
 
 
 @credits_router.get("/accounts", dependencies=[Depends(admin_caller)])

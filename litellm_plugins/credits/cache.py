@@ -31,8 +31,19 @@ from litellm_plugins.core.redis_send import SendOnlyRedis
 log = logging.getLogger("litellm_plugins.credits")
 HOLD_TIMEOUT_SECONDS = 2.0  # as the redis-py client's socket timeout (core/redis.py)
 
+# Allowance and caps (ARGV 8-15, docs/credits.md "Allowances and buckets"): the allowance of the
+# request's period is applied first, as credits_ensure_allowance applies it in Postgres (a later
+# period: what is left expires, the new amount is added; the same period with a larger amount: the
+# difference is added; otherwise nothing), so the balance checked is this period's. An unlimited
+# allowance of the open period skips the balance check. A cap (the tier's, ARGV 13-15, or the
+# account's own, 'cd'/'cw'/'cm', whichever is lower) refuses when spent this period (Postgres's
+# counter, if it is this period's) + everything held + this hold would pass it: status 2, with the
+# cap's index (1 day, 2 week, 3 month) and its amount. No lease is granted on a capped account (a
+# carve does not check caps). Postgres is told by the records the writer flushes (their tier), not by
+# this script, so a Redis that forgets (FLUSHALL) cannot skip or repeat a refill.
+# -> {status, balance, held, lease granted, cap index, cap}
 HOLD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, 0, 0, 0} end
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 if ARGV[4] and ARGV[4] ~= '' then
   local old = redis.call('HGET', KEYS[2], ARGV[4])
@@ -44,16 +55,57 @@ if ARGV[4] and ARGV[4] ~= '' then
   end
 end
 local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held, 0} end
+local unlimited = false
+if ARGV[8] and ARGV[8] ~= '' then
+  local ap = redis.call('HGET', KEYS[1], 'ap') or ''
+  local amt = tonumber(ARGV[9])
+  if ap == '' or (string.sub(ARGV[8], 1, 10) >= string.sub(ap, 1, 10) and ARGV[8] ~= ap) then
+    local left = tonumber(redis.call('HGET', KEYS[1], 'al') or '0')
+    if left < 0 then left = 0 end
+    bal = bal - left + math.max(amt, 0)
+    redis.call('HSET', KEYS[1], 'balance', string.format('%d', bal), 'ap', ARGV[8], 'aa', ARGV[9], 'al', ARGV[9])
+    ap = ARGV[8]
+  elseif ap == ARGV[8] then
+    local aa = tonumber(redis.call('HGET', KEYS[1], 'aa') or '0')
+    if aa >= 0 and (amt < 0 or amt > aa) then
+      local left = tonumber(redis.call('HGET', KEYS[1], 'al') or '0')
+      if amt < 0 then
+        bal = bal - left
+        redis.call('HSET', KEYS[1], 'balance', string.format('%d', bal), 'aa', '-1', 'al', '-1')
+      else
+        bal = bal + amt - aa
+        redis.call('HSET', KEYS[1], 'balance', string.format('%d', bal), 'aa', ARGV[9], 'al', string.format('%d', left + amt - aa))
+      end
+    end
+  end
+  unlimited = ap == ARGV[8] and redis.call('HGET', KEYS[1], 'aa') == '-1'
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held, 0, 0, 0} end
 local amt = tonumber(ARGV[2])
-if bal - held < amt then return {0, bal, held, 0} end
+local capped = false
+if ARGV[10] then
+  local fields = {{'dk', 'ds', 'cd'}, {'wk', 'ws', 'cw'}, {'mk', 'ms', 'cm'}}
+  for i = 1, 3 do
+    local f = fields[i]
+    local cap = tonumber(ARGV[12 + i] or '')
+    local own = tonumber(redis.call('HGET', KEYS[1], f[3]) or '')
+    if own and (not cap or own < cap) then cap = own end
+    if cap then
+      capped = true
+      local spent = 0
+      if redis.call('HGET', KEYS[1], f[1]) == ARGV[9 + i] then spent = tonumber(redis.call('HGET', KEYS[1], f[2]) or '0') end
+      if spent + held + amt > cap then return {2, bal, held, 0, i, cap} end
+    end
+  end
+end
+if not unlimited and bal - held < amt then return {0, bal, held, 0, 0, 0} end
 if amt > 0 then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'held', amt)
   held = held + amt
 end
 local granted = 0
-if ARGV[5] and ARGV[5] ~= '' then
+if ARGV[5] and ARGV[5] ~= '' and not capped then
   local size = tonumber(ARGV[6])
   if size > 0 and bal - held - size >= tonumber(ARGV[7]) * size then
     redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[3])
@@ -61,7 +113,7 @@ if ARGV[5] and ARGV[5] ~= '' then
     granted = size
   end
 end
-return {1, bal, held, granted}
+return {1, bal, held, granted, 0, 0}
 """
 
 # A hold carved from this worker's lease (``lease.Leases``), sent without waiting for the answer:
@@ -105,9 +157,20 @@ end
 return {tonumber(redis.call('HGET', KEYS[1], 'balance')), tonumber(redis.call('HGET', KEYS[1], 'held') or '0'), leased}
 """
 
-LOAD = """
+# The state fields Postgres sends with a balance (credits_state: allowance, spend counters, the
+# account's caps) as "k=v;...": an empty value deletes the field.
+_STATE_FN = """
+local function apply_state(acct, state)
+  if not state or state == '' then return end
+  for k, v in string.gmatch(state, '(%a+)=([^;]*)') do
+    if v == '' then redis.call('HDEL', acct, k) else redis.call('HSET', acct, k, v) end
+  end
+end
+"""
+
+LOAD = _STATE_FN + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i+1] .. ':' .. ARGV[i+2])
 end
 local held = 0
@@ -115,11 +178,12 @@ for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
   held = held + tonumber(string.match(v, '^(%-?%d+)'))
 end
 redis.call('HSET', KEYS[1], 'balance', ARGV[1], 'held', held, 'version', ARGV[2])
+apply_state(KEYS[1], ARGV[3])
 return 1
 """
 
-_RELEASE_FN = """
-local function release(acct, holds, id, bal, ver)
+_RELEASE_FN = _STATE_FN + """
+local function release(acct, holds, id, bal, ver, state)
   local e = redis.call('HGET', holds, id)
   local exists = redis.call('EXISTS', acct) == 1
   if e then
@@ -131,6 +195,7 @@ local function release(acct, holds, id, bal, ver)
     local v = tonumber(redis.call('HGET', acct, 'version') or '-1')
     if tonumber(ver) > v then
       redis.call('HSET', acct, 'balance', bal, 'version', ver)
+      apply_state(acct, state)
       return 2
     end
   end
@@ -138,16 +203,17 @@ local function release(acct, holds, id, bal, ver)
 end
 """
 
-RELEASE = _RELEASE_FN + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
+RELEASE = _RELEASE_FN + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 
 # A writer batch in one call: delete its journal fields (KEYS[1]; ARGV[1] = how many, then the
-# fields), then release each hold: KEYS[2k], KEYS[2k+1] = account and holds keys, three ARGV each.
+# fields), then release each hold: KEYS[2k], KEYS[2k+1] = account and holds keys, four ARGV each
+# (hold id, balance, version, state).
 RELEASE_BATCH = _RELEASE_FN + """
 local nf = tonumber(ARGV[1])
 for i = 2, nf + 1 do redis.call('HDEL', KEYS[1], ARGV[i]) end
 local k = 2
-for i = nf + 2, #ARGV, 3 do
-  release(KEYS[k], KEYS[k + 1], ARGV[i], ARGV[i + 1], ARGV[i + 2])
+for i = nf + 2, #ARGV, 4 do
+  release(KEYS[k], KEYS[k + 1], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   k = k + 2
 end
 return 1
@@ -220,11 +286,13 @@ class CreditCache:
         return text[len(self.acct_key("")):]
 
     async def hold(self, account: str, hold_id: str, amount: int,
-                   lease: tuple[str, str, int, int] = ("", "", 0, 0)) -> tuple[int, int, int, int]:
-        """-> (status, balance, held, lease granted): status 1 placed (or already placed), 0
-        insufficient, -1 not cached. ``lease`` = (this worker's previous lease on the account to
-        return first, the field of a new lease to take, its size, the headroom it needs): see
-        ``lease.Leases``; the default asks for none.
+                   lease: tuple[str, str, int, int] = ("", "", 0, 0),
+                   rules: list[object] | tuple[object, ...] = ()) -> tuple[int, int, int, int, int, int]:
+        """-> (status, balance, held, lease granted, cap index, cap): status 1 placed (or already
+        placed), 0 insufficient, 2 over a spend cap, -1 not cached. ``lease`` = (this worker's
+        previous lease on the account to return first, the field of a new lease to take, its size,
+        the headroom it needs): see ``lease.Leases``; the default asks for none. ``rules``: the
+        allowance and caps of the caller's tier (``Allowances.hold_args``), none by default.
 
         Through the send-only connection when it is up: one write and one await for the answer.
         redis-py's call path awaits several times (pool, connection check, drain, answer), and at
@@ -232,7 +300,7 @@ class CreditCache:
         cannot be avoided. Redis-py (which also loads a forgotten script) otherwise.
         """
         keys = [self.acct_key(account), self.holds_key(account)]
-        args = [hold_id, amount, int(time.time()), *lease]
+        args = [hold_id, amount, int(time.time()), *lease, *rules]
         res = None
         if self.sender is not None and self.sender.connected:
             try:
@@ -246,7 +314,7 @@ class CreditCache:
                 res = None
         if res is None:
             res = await self._hold(keys=keys, args=args)
-        return int(res[0]), int(res[1]), int(res[2]), int(res[3])
+        return int(res[0]), int(res[1]), int(res[2]), int(res[3]), int(res[4]), int(res[5])
 
     def send_carve(self, account: str, lease_field: str, hold_id: str, amount: int,
                    on_reply: Callable[[object], None]) -> bool:
@@ -266,18 +334,19 @@ class CreditCache:
             log.warning("credits: lease release refused by Redis (%s); the reconciler will release it", error)
 
         return self.sender.send_script(self._release, [self.acct_key(account), self.holds_key(account)],
-                                       [hold_id, "", ""], on_error=failed)
+                                       [hold_id, "", "", ""], on_error=failed)
 
     async def load(self, account: str, balance: int, version: int,
-                   holds: Iterable[tuple[str, int, int]], pipe: object | None = None) -> object:
-        """Load-if-absent (``LOAD``): True if this call cached the account (with a pipeline: queued)."""
-        args: list[object] = [balance, version]
+                   holds: Iterable[tuple[str, int, int]], pipe: object | None = None, state: str = "") -> object:
+        """Load-if-absent (``LOAD``): True if this call cached the account (with a pipeline: queued).
+        ``state``: the account's ``credits_state`` (allowance, spend counters, caps)."""
+        args: list[object] = [balance, version, state]
         for hold_id, amount, ts in holds:
             args += [hold_id, amount, ts]
         done = await self._load(keys=[self.acct_key(account), self.holds_key(account)], args=args, client=pipe)
         return done if pipe is not None else bool(done)
 
-    async def load_many(self, states: Iterable[tuple[str, int, int, list[tuple[str, int, int]]]]) -> None:
+    async def load_many(self, states: Iterable[tuple[str, int, int, list[tuple[str, int, int]], str]]) -> None:
         """``load`` of many accounts in one pipelined round trip (a batch of cold accounts, ``cold.py``).
 
         A pipeline checks its scripts (SCRIPT EXISTS / LOAD) before it sends them; a SCRIPT FLUSH or a
@@ -289,8 +358,8 @@ class CreditCache:
         for attempt in range(2):
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for account, balance, version, holds in states:
-                        await self.load(account, balance, version, holds, pipe=pipe)
+                    for account, balance, version, holds, state in states:
+                        await self.load(account, balance, version, holds, pipe=pipe, state=state)
                     await pipe.execute()
                 return
             except NoScriptError:
@@ -298,21 +367,22 @@ class CreditCache:
                     raise
 
     async def release(self, account: str, hold_id: str, balance: int | None = None,
-                      version: int | None = None, pipe: object | None = None) -> object:
-        args = [hold_id, "" if balance is None else balance, "" if version is None else version]
+                      version: int | None = None, pipe: object | None = None, state: str | None = None) -> object:
+        """Drop a hold; and, if ``version`` is newer than Redis's, take ``balance`` and ``state``."""
+        args = [hold_id, "" if balance is None else balance, "" if version is None else version, state or ""]
         return await self._release(keys=[self.acct_key(account), self.holds_key(account)], args=args,
                                    client=pipe)
 
-    async def release_batch(self, releases: Iterable[tuple[str, str, int | None, int | None]],
+    async def release_batch(self, releases: Iterable[tuple[str, str, int | None, int | None, str | None]],
                             journal_fields: list[str]) -> None:
         """After a writer batch reached Postgres: its journal entries and holds go, the new balances
         come in — one script call per batch (a pipeline of one call per hold cost a round trip more,
         for SCRIPT EXISTS, and ~30 us of client work per hold)."""
         keys: list[str] = [self.journal_key()]
         args: list[object] = [len(journal_fields), *journal_fields]
-        for account, hold_id, balance, version in releases:
+        for account, hold_id, balance, version, state in releases:
             keys += [self.acct_key(account), self.holds_key(account)]
-            args += [hold_id, "" if balance is None else balance, "" if version is None else version]
+            args += [hold_id, "" if balance is None else balance, "" if version is None else version, state or ""]
         await self._release_batch(keys=keys, args=args)
 
     async def adjust(self, account: str, hold_id: str, amount: int) -> None:

@@ -13,7 +13,8 @@ accounts was all served (issue #23).
 * **single-flight**: one load per account at a time; every request of that account awaits it;
 * **batching**: accounts that turn up cold while a load is running wait for the next one, which
   takes all of them (up to ``max_batch``): ONE call of ``credits_open_accounts`` (migration
-  ``20261202001000_credits_open_accounts``: open if new, read balance + version + pending holds) on
+  ``20261202001000_credits_open_accounts``, ``_v2`` since allowances: open if new, read balance +
+  version + pending holds + allowance / spend counters / caps) on
   ONE pooled connection, then ONE pipelined Redis round trip of load-if-absent scripts. A crowd
   costs the pool one connection per worker, whatever its size;
 * **no fixed give-up while Postgres answers**: a load waits up to ``ACQUIRE_SECONDS`` for a pool
@@ -40,7 +41,7 @@ log = logging.getLogger("litellm_plugins.credits")
 ACQUIRE_SECONDS = 10.0  # pool wait of one batch (the per-request 3 s of the past was what gave up)
 QUERY_SECONDS = 10.0
 
-State = tuple[int, int, list[tuple[str, int, int]]]  # balance, version, pending holds (id, amount, ts)
+State = tuple[int, int, list[tuple[str, int, int]], str]  # balance, version, pending holds (id, amount, ts), state
 
 
 class ColdLoader:
@@ -99,8 +100,8 @@ class ColdLoader:
         states = await self._read(accounts)
         # This worker's holds its writer has not written yet count too (read after Postgres answered,
         # so a flush in between is seen on one side or the other: Postgres rows or the queue).
-        await self.cache.load_many((account, balance, version, holds + self.unflushed_holds(account))
-                                   for account, (balance, version, holds) in states.items())
+        await self.cache.load_many((account, balance, version, holds + self.unflushed_holds(account), state)
+                                   for account, (balance, version, holds, state) in states.items())
         self.stats["batches"] += 1
         self.stats["accounts"] += len(accounts)
         self.stats["largest"] = max(self.stats["largest"], len(accounts))
@@ -108,7 +109,7 @@ class ColdLoader:
     async def _read(self, accounts: list[str]) -> dict[str, State]:
         for _ in range(2):
             async with self.pool.acquire(timeout=ACQUIRE_SECONDS) as conn:
-                rows = await conn.fetch("SELECT * FROM credits_open_accounts($1::text[], $2, $3)",
+                rows = await conn.fetch("SELECT * FROM credits_open_accounts_v2($1::text[], $2, $3)",
                                         accounts, self.starting_units, self.switch_back is not None,
                                         timeout=QUERY_SECONDS)
             if not (rows and rows[0]["out_postgres"]):
@@ -119,7 +120,7 @@ class ColdLoader:
             raise ConnectionError("credits: Postgres is placing holds, the cold account cannot be cached yet")
         states: dict[str, State] = {}
         for r in rows:
-            state = states.setdefault(r["out_account"], (r["out_balance"], r["out_version"], []))
+            state = states.setdefault(r["out_account"], (r["out_balance"], r["out_version"], [], r["out_state"] or ""))
             if r["out_hold"] is not None:
                 state[2].append((r["out_hold"], r["out_amount"], r["out_ts"]))
         missing = set(accounts) - set(states)

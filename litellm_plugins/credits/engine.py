@@ -23,12 +23,13 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from litellm_plugins.core import catalog, context
+from litellm_plugins.core import catalog, clock, context
 from litellm_plugins.core.errors import plugin_error, service_unavailable
 from litellm_plugins.core.identity import Caller, account_id
 from litellm_plugins.core.redis_send import SendOnlyRedis
 from litellm_plugins.core.runtime import Runtime
 from litellm_plugins.credits import scope, store
+from litellm_plugins.credits.allowance import KINDS, Allowances
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.cold import ColdLoader
 from litellm_plugins.credits.lease import STALE_AFTER_EXPIRY_SECONDS, Leases
@@ -46,6 +47,7 @@ log = logging.getLogger("litellm_plugins.credits")
 HEADER_HELD = "x-litellm-plugins-credits-held"
 HEADER_CHARGED = "x-litellm-plugins-credits-charged"
 HEADER_BALANCE = "x-litellm-plugins-credits-balance"
+HEADER_RESETS = "x-litellm-plugins-credits-resets-at"
 
 
 class Engine:
@@ -57,13 +59,15 @@ class Engine:
         self.cache = CreditCache(rt.redis, rt.settings.redis_key_prefix, SendOnlyRedis(rt.settings.redis_url))
         self.spool = Spool(self.settings.spool_dir, rt.settings.database_url, self.settings.spool_max_bytes)
         self.starting_units = credits_to_units(self.settings.starting_grant)
+        self.allowances = Allowances(self.settings)
+        self._period_keys: set[str] = set()  # allowance periods seen: a new one drops this worker's leases
         # The Postgres path (policies/postgres.py): holds in the book of record while Redis is down.
         self.pg = pg_policy.PostgresHolds(rt.pool, self.cache, self.starting_units,
                                           self.settings.writer_interval_seconds) \
             if self.settings.on_redis_error == "postgres" else None
         self.writer = Writer(rt.pool, self.cache, self.spool, self.settings.writer_batch_size,
                              self.settings.writer_interval_seconds, self.settings.hold_ttl_seconds,
-                             self.starting_units, pg_active=self._pg_active)
+                             self.starting_units, pg_active=self._pg_active, allowances=self.allowances)
         self.leases = Leases(self.cache, self.settings.lease_requests, self.settings.lease_seconds,
                              self.settings.lease_headroom)
         self.cold = ColdLoader(rt.pool, self.cache, self.starting_units, self.writer.unflushed_holds,
@@ -125,7 +129,9 @@ class Engine:
             return
         input_only = str(call_type) in INPUT_ONLY_CALLS
         amount = max(self.worst_case_units(group, data, markup, input_only) for group in request_groups(data))
-        if not self._pg_active():
+        rules = self.allowances.hold_args(tier)
+        leasable = self._lease_allowed(hold, tier)
+        if leasable and not self._pg_active():
             leased_balance = self.leases.take(account, hold["id"], amount)  # None: no usable lease
             if leased_balance is not None:  # carved from this worker's lease: nothing to wait for
                 self._placed(hold, data, amount, leased_balance, ctx, caller)
@@ -134,7 +140,7 @@ class Engine:
         hold["rejected"] = True  # until placed: a 503 from here on is a pre-call rejection
         sent_at = time.monotonic()
         try:
-            placed = await self._place(hold, data, amount)
+            placed = await self._place(hold, data, amount, rules, leasable)
         except Exception:  # the 503s of _place: Redis (and Postgres) unavailable
             metrics.hold("unavailable")
             raise
@@ -143,8 +149,16 @@ class Engine:
             hold["unheld"] = True
             metrics.hold("unheld")
             return
-        status, balance, held, in_postgres = placed
+        status, balance, held, cap_index, cap, in_postgres = placed
         metrics.hold("placed" if status == 1 else "refused", time.monotonic() - sent_at)
+        if status == 2:
+            hold["rejected"] = True
+            kind = KINDS[cap_index - 1]
+            resets = self.allowances.calendar.period(kind).resets_at
+            raise plugin_error(
+                402, f"Spend cap reached: this account may spend {fmt(cap)} credits per {kind}, and this request "
+                     f"(up to {fmt(amount)} credits) would pass it; the cap resets at {resets}",
+                "spend_cap_reached", headers={HEADER_RESETS: resets})
         if status != 1:
             hold["rejected"] = True
             available = max(balance - held, 0)
@@ -152,6 +166,21 @@ class Engine:
                 402, f"Insufficient credits: requested up to {fmt(amount)} credits, {fmt(available)} available",
                 "insufficient_credits")
         self._placed(hold, data, amount, balance, ctx, caller, queued=not in_postgres)
+
+    def _lease_allowed(self, hold: dict[str, Any], tier: str) -> bool:
+        """Note the allowance's reset time on the hold (response header); and say whether this request
+        may use or take a lease. A carve skips the hold script, so a lease must not outlive the
+        allowance period it was granted in: none within ``lease_seconds`` of the period's end, and
+        every lease of this worker is dropped when a new period is first seen."""
+        period = self.allowances.period_of(tier)
+        if period is None:
+            return True
+        hold["resets_at"] = period.resets_at
+        if period.key not in self._period_keys:
+            if self._period_keys:
+                self.leases.drop_all()
+            self._period_keys.add(period.key)
+        return period.end - clock.now() > self.settings.lease_seconds
 
     def _other_endpoint_allowed(self, call_type: str, caller: Caller, ctx: dict[str, Any]) -> bool:
         """A call outside the verified routes: False = serve it with no hold (it runs no model);
@@ -166,10 +195,11 @@ class Engine:
         raise plugin_error(400, f"this endpoint (LiteLLM call type '{call_type}') is not metered by the gateway's "
                                 f"credits; use {METERED_ROUTES}", "unsupported_endpoint")
 
-    async def _place(self, hold: dict[str, Any], data: dict[str, Any],
-                     amount: int) -> tuple[int, int, int, bool] | None:
+    async def _place(self, hold: dict[str, Any], data: dict[str, Any], amount: int, rules: list[object],
+                     leasable: bool = True) -> tuple[int, int, int, int, int, bool] | None:
         """Place the hold in Redis, or in Postgres while Redis is unreachable (``on_redis_error:
-        postgres``) -> (status, balance, held, placed in Postgres); None: serve unheld (``allow``)."""
+        postgres``) -> (status, balance, held, cap index, cap, placed in Postgres); None: serve
+        unheld (``allow``). ``rules``: the tier's allowance and caps (``Allowances.hold_args``)."""
         account = hold["account"]
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
@@ -178,12 +208,12 @@ class Engine:
                 if wait > 0:  # inside the switch grace: wait (asking Redis now and then), no Postgres call
                     await asyncio.sleep(min(wait, pg_policy.PROBE_SECONDS))
                     continue
-                placed = await self._postgres_hold(hold, data, amount)
+                placed = await self._postgres_hold(hold, data, amount, rules)
                 if placed is not None:
                     return (*placed, True)
                 continue  # too early after the switch, or switched back meanwhile: ask again
             try:
-                return (*await self._redis_hold(account, hold, amount), False)
+                return (*await self._redis_hold(account, hold, amount, rules, leasable), False)
             except (RedisError, OSError) as exc:
                 if self.settings.on_redis_error == "allow":
                     log.warning("credits: Redis unavailable (%s); serving without a hold", type(exc).__name__)
@@ -212,14 +242,15 @@ class Engine:
             return False
         return True
 
-    async def _postgres_hold(self, hold: dict[str, Any], data: dict[str, Any],
-                             amount: int) -> tuple[int, int, int] | None:
+    async def _postgres_hold(self, hold: dict[str, Any], data: dict[str, Any], amount: int,
+                             rules: list[object]) -> tuple[int, int, int, int, int] | None:
         assert self.pg is not None
         account = hold["account"]
         call_id = data.get("litellm_call_id") or hold["id"]
         try:
-            status, balance, held, wait_ms = await self.pg.hold(
-                hold["id"], call_id, account, amount, hold["t0"], self.writer.unflushed_amount(account))
+            status, balance, held, wait_ms, cap_index, cap = await self.pg.hold(
+                hold["id"], call_id, account, amount, hold["t0"], self.writer.unflushed_amount(account),
+                hold.get("tier"), self.allowances.ensure_args(hold.get("tier")), rules)
         except store.UNAVAILABLE:  # both down: nothing can check the balance
             service_unavailable("credits: the credit service is unavailable, try again shortly", 5)
         if status == pg_policy.TOO_EARLY:
@@ -228,23 +259,27 @@ class Engine:
         if status == pg_policy.NOT_POSTGRES:  # another worker switched back: try Redis
             self.pg.active = False
             return None
-        return status, balance, held
+        return status, balance, held, cap_index, cap
 
-    async def _redis_hold(self, account: str, hold: dict[str, Any], amount: int) -> tuple[int, int, int]:
-        lease_args, generation = self.leases.exact_args(account, amount)
+    async def _redis_hold(self, account: str, hold: dict[str, Any], amount: int, rules: list[object],
+                          leasable: bool = True) -> tuple[int, int, int, int, int]:
+        lease_args, generation = self.leases.exact_args(account, amount if leasable else 0)
         sent_at = time.monotonic()
         try:
             try:
-                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
+                status, balance, held, granted, cap_index, cap = await self.cache.hold(
+                    account, hold["id"], amount, lease_args, rules)
             except RedisConnectionError:  # a pooled connection that died with a Redis restart: once more
-                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
+                status, balance, held, granted, cap_index, cap = await self.cache.hold(
+                    account, hold["id"], amount, lease_args, rules)
             if status == -1:
                 await self.ensure_cached(account)
-                status, balance, held, granted = await self.cache.hold(account, hold["id"], amount, lease_args)
+                status, balance, held, granted, cap_index, cap = await self.cache.hold(
+                    account, hold["id"], amount, lease_args, rules)
         finally:
             self.leases.answered(account, lease_args)
         self.leases.after_exact(account, lease_args, generation, granted, balance, sent_at)
-        return status, balance, held
+        return status, balance, held, cap_index, cap
 
     def _placed(self, hold: dict[str, Any], data: dict[str, Any], amount: int, balance: int,
                 ctx: dict[str, Any], caller: Caller, queued: bool = True) -> None:
@@ -256,7 +291,8 @@ class Engine:
             if not queued:  # placed in Postgres by credits_hold_pg: the row is there already
                 return
             self.writer.put({"op": "hold", "id": hold["id"], "call_id": hold["call_id"],
-                             "account": hold["account"], "amount": amount, "ts": hold["t0"]})
+                             "account": hold["account"], "amount": amount, "ts": hold["t0"],
+                             "tier": hold.get("tier")})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
         ctx = context.find(data)
@@ -266,6 +302,8 @@ class Engine:
         if not isinstance(hold, dict) or hold.get("rejected"):
             return None
         headers = {HEADER_HELD: fmt(hold["amount"]) or "0"}
+        if hold.get("resets_at"):
+            headers[HEADER_RESETS] = hold["resets_at"]
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
         if cost is None and isinstance(response, dict) and not data.get("stream"):
@@ -578,9 +616,11 @@ class Engine:
     async def _reconcile(self) -> dict[str, int]:
         ttl = self.settings.hold_ttl_seconds
         now = int(time.time())
-        report = {"expired": 0, "released": 0, "leases": 0, "refreshed": 0}
+        report = {"expired": 0, "released": 0, "leases": 0, "refreshed": 0, "renewed": 0, "buckets_expired": 0}
         lease_stale = self.settings.lease_seconds + STALE_AFTER_EXPIRY_SECONDS
         async with self.rt.pool.acquire(timeout=5.0) as conn:
+            # Allowances of idle accounts and expired buckets first: the refresh below copies them to Redis.
+            report["renewed"], report["buckets_expired"] = await self.sweep_buckets(conn)
             for hold_id, account in await store.expire_old(conn, ttl):
                 await self.cache.release(account, hold_id)
                 report["expired"] += 1
@@ -620,16 +660,49 @@ class Engine:
                 report["refreshed"] += await self._refresh(conn, batch)
         return report
 
+    async def sweep_buckets(self, conn: Any, chunk: int = 200) -> tuple[int, int]:
+        """Renew the allowance of every account whose tier has one and whose open period is an earlier
+        one (idle accounts: an active one is renewed by its own records first), then expire the
+        promotional / paid buckets whose time is up. Same SQL as the request path
+        (``credits_ensure_allowance``), so a sweep racing a request renews once. -> (renewed, expired)."""
+        renewed = expired = 0
+        now = clock.now()
+        for tier in self.allowances.rules:
+            args = self.allowances.ensure_args(tier, now)
+            if args is None:
+                continue
+            period, amount, end = args
+            while True:
+                accounts = await conn.fetch(
+                    "SELECT account FROM credit_accounts WHERE COALESCE(tier, $1) = $2 AND (allowance_period IS NULL "
+                    "OR (left(allowance_period, 10) <= left($3, 10) AND allowance_period <> $3)) ORDER BY account LIMIT $4",
+                    self.settings.default_tier, tier, period, chunk)
+                if not accounts:
+                    break
+                done = await conn.fetchval(
+                    "SELECT count(*) FILTER (WHERE credits_ensure_allowance(a, $1, $2, $3, to_timestamp($4), $5)) "
+                    "FROM unnest($6::text[]) AS a", tier, period, amount, end, self.starting_units,
+                    [r["account"] for r in accounts])
+                renewed += int(done or 0)
+                if len(accounts) < chunk or not done:
+                    break
+        while True:
+            rows = await conn.fetch("SELECT * FROM credits_expire_buckets($1, $2)", now, chunk)
+            expired += len(rows)
+            if len(rows) < 1:
+                break
+        return renewed, expired
+
     async def _refresh(self, conn: Any, accounts: list[str]) -> int:
         """Converge up to 500 cached accounts to Postgres in one query and one pipelined Redis round
         trip (one call per account made a round take ~19 s at 100k cached accounts)."""
-        rows = await conn.fetch("SELECT account, balance, version FROM credit_accounts WHERE account = ANY($1::text[])",
-                                accounts)
+        rows = await conn.fetch("SELECT account, balance, version, credits_state(a) AS state FROM credit_accounts a "
+                                "WHERE account = ANY($1::text[])", accounts)
         if not rows:
             return 0
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for r in rows:
-                await self.cache.release(r["account"], "", r["balance"], r["version"], pipe=pipe)
+                await self.cache.release(r["account"], "", r["balance"], r["version"], pipe=pipe, state=r["state"])
             results = await pipe.execute()
         return sum(1 for result in results if result == 2)
 
@@ -713,7 +786,8 @@ def _tokens(usage: Any, *names: str) -> int:
 
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:
     return {"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
-            "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge}
+            "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge,
+            "tier": hold.get("tier")}
 
 
 def _model_name(value: Any) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,6 +20,40 @@ def _decimal(value: object) -> object:
     if isinstance(value, float):
         return Decimal(str(value))
     return value
+
+
+class AllowanceSettings(BaseModel):
+    """A tier's allowance: ``amount`` credits (or ``unlimited``) per calendar ``period`` (docs/credits.md,
+    "Allowances and buckets"). 0 is valid: the tier gets nothing, and its period is still tracked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Decimal | Literal["unlimited"]
+    period: Literal["day", "week", "month"]
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: object) -> object:
+        return _decimal(value)
+
+    @field_validator("amount")
+    @classmethod
+    def _range(cls, value: Decimal | str) -> Decimal | str:
+        if isinstance(value, Decimal) and (not value.is_finite() or value < 0 or value > Decimal(10) ** 12):
+            raise ValueError(f"must be between 0 and 10^12 credits or 'unlimited', got {value}")
+        return value
+
+
+class CapSettings(BaseModel):
+    """Most credits a tier's account may spend per calendar day / week / month (charges + open holds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    day: Decimal | None = Field(default=None, ge=0, le=Decimal(10) ** 12)
+    week: Decimal | None = Field(default=None, ge=0, le=Decimal(10) ** 12)
+    month: Decimal | None = Field(default=None, ge=0, le=Decimal(10) ** 12)
+
+    _exact = field_validator("day", "week", "month", mode="before")(classmethod(lambda cls, v: _decimal(v)))
 
 
 class CreditsSettings(BaseModel):
@@ -61,6 +96,13 @@ class CreditsSettings(BaseModel):
         default="refuse", description="refuse = a 400 for calls on routes whose charge is not verified (images, "
                                       "audio, rerank, batches, ...); pass = hold per token and settle LiteLLM's "
                                       "response_cost as on the verified routes.")
+    # docs/credits.md, "Allowances and buckets" / "Spend caps".
+    timezone: str = Field(default="UTC", description="Time zone of the calendar periods of allowances, caps and "
+                                                      "spend counters (IANA name, e.g. Europe/Paris).")
+    allowances: dict[str, AllowanceSettings] = Field(
+        default_factory=dict, description="Tier -> allowance refilled each period (amount + day/week/month).")
+    caps: dict[str, CapSettings] = Field(default_factory=dict,
+                                         description="Tier -> most credits spent per day / week / month.")
     # docs/credits.md, "Redis down".
     on_redis_error: Literal["postgres", "reject", "allow"] = Field(
         default="postgres", description="postgres = place holds in Postgres while Redis is unreachable; "
@@ -82,6 +124,15 @@ class CreditsSettings(BaseModel):
         for tier, markup in value.items():
             if not markup.is_finite() or markup < 0 or markup > 1000:
                 raise ValueError(f"markup of tier {tier!r} must be between 0 and 1000, got {markup}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Paris)") from None
         return value
 
     def markup(self, tier: str | None) -> Decimal:

@@ -30,7 +30,9 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
+from litellm_plugins.core import clock
 from litellm_plugins.credits import store
+from litellm_plugins.credits.allowance import Allowances
 from litellm_plugins.credits.cache import CreditCache
 from litellm_plugins.credits.spool import Spool
 from litellm_plugins.metrics import record as metrics
@@ -51,8 +53,9 @@ def _hold(rec: dict[str, Any]) -> store.HoldOp:
 class Writer:
     def __init__(self, pool: asyncpg.Pool, cache: CreditCache, spool: Spool, batch_size: int,
                  interval: float, hold_ttl: int, starting_units: int,
-                 pg_active: Callable[[], bool] | None = None) -> None:
+                 pg_active: Callable[[], bool] | None = None, allowances: Allowances | None = None) -> None:
         self.pool = pool
+        self.allowances = allowances
         self.cache = cache
         self.spool = spool
         self.batch_size = batch_size
@@ -256,8 +259,11 @@ class Writer:
         settles = [(_hold(r), int(r["charge"])) for r in batch if r["op"] == "settle"]
         voids = [_hold(r) for r in batch if r["op"] == "void"]
         usage = [r["row"] for r in batch if r["op"] == "usage"]
+        now = clock.now()
+        ops = self._allowance_ops(batch, now)
+        keys = self.allowances.calendar.spend_keys(now) if self.allowances is not None else ("", "", "")
         async with self.pool.acquire(timeout=5.0) as conn:
-            releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units)
+            releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units, ops, now, keys)
             await usage_store.insert_rows(conn, usage)
         for hold in holds:
             pending = self.unflushed.get(hold.account)
@@ -271,6 +277,21 @@ class Writer:
                 await self.cache.release_batch(releases, fields)
             except (RedisError, OSError):
                 log.warning("Redis unavailable after settling; the reconciler will correct it")
+
+    def _allowance_ops(self, batch: list[dict[str, Any]], now: float) -> list[store.AllowanceOp]:
+        """The allowance each account's tier gives at ``now``, from the batch's hold and settle records
+        (their ``tier``): applied before the batch's charges, so a charge spends the buckets of the
+        period it is written in. One per (account, tier); none when no tier has rules."""
+        if self.allowances is None or not self.allowances.enabled:
+            return []
+        ops: dict[tuple[str, str], store.AllowanceOp] = {}
+        for rec in batch:
+            tier = rec.get("tier")
+            if rec["op"] not in ("hold", "settle") or tier is None or (rec["account"], tier) in ops:
+                continue
+            args = self.allowances.ensure_args(tier, now)
+            ops[(rec["account"], tier)] = store.AllowanceOp(rec["account"], tier, *(args or (None, 0, 0.0)))
+        return list(ops.values())
 
     async def _unjournal(self, batch: list[dict[str, Any]]) -> None:
         fields = [_journal_field(r) for r in batch if r["op"] != "hold"]

@@ -9,7 +9,9 @@ the ``whsec_...`` secret. Same outbox, cursor, retries and dead letters as the b
 Events: ``low_balance`` (a charge took the account's balance below ``low_balance_credits``: sent
 once per crossing, from the ledger's ``balance_after``), ``credits_exhausted`` (an account's first
 402 per balance version, from the 402's usage row: migration ``20261202005000``), ``provider_down`` /
-``provider_up`` (a deployment's health flipped, from ``health_events``).
+``provider_up`` (a deployment's health flipped, from ``health_events``), ``allowance_reset`` (a tier
+allowance was refilled for a period, or raised by a mid-period upgrade: the ledger's ``allowance``
+entries, migration ``20261202010000``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,26 @@ def signature(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def allowance_reset(event: Event) -> dict[str, Any]:
+    """``data`` of an ``allowance_reset``. The ledger's idempotency key is ``allowance:<account>:<period>``
+    (a period's refill) or ``allowance:<account>:<period>:<amount>`` (a mid-period upgrade); accounts
+    contain ``:`` (``user:alice``), so the account's prefix is cut off whole, not split on."""
+    data = event.data or {}
+    key = str(data.get("idempotency_key") or "")
+    prefix = f"allowance:{event.account}:"
+    period = key[len(prefix):] if key.startswith(prefix) else key
+    head, _, tail = period.rpartition(":")
+    upgrade = bool(head) and tail.removeprefix("-").isdigit()
+    if upgrade:
+        period = head
+    amount = data.get("allowance")
+    return {"account": event.account, "period": period or None,
+            "allowance": "unlimited" if amount is not None and int(amount) < 0 else fmt(amount),
+            "added": fmt(event.units),
+            "balance": fmt(event.balance_after) if event.balance_after is not None else None,
+            "upgrade": upgrade}
+
+
 def message(event: Event, threshold_units: int) -> tuple[str, dict[str, Any]] | None:
     """(type, data) of the webhook this outbox event makes, or None."""
     if event.kind in ("provider_down", "provider_up"):
@@ -43,6 +65,8 @@ def message(event: Event, threshold_units: int) -> tuple[str, dict[str, Any]] | 
         return event.kind, {"account": event.account,
                             "balance": fmt(event.balance_after) if event.balance_after is not None else None,
                             "call_id": data.get("call_id"), "requested_model": data.get("requested_model")}
+    if event.kind == "allowance_reset":
+        return event.kind, allowance_reset(event)
     if event.kind == "charge" and event.balance_after is not None \
             and event.balance_after < threshold_units <= event.balance_after + event.units:
         return "low_balance", {"account": event.account, "balance": fmt(event.balance_after),

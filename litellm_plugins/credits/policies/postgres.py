@@ -1,6 +1,7 @@
 """The Postgres path: credit holds placed in the book of record while Redis is unreachable.
 
-A hold is one call of ``credits_hold_pg`` (migration ``20261202000000_credits_postgres_path``): the
+A hold is one call of ``credits_hold_pg_v2`` (migrations ``20261202000000_credits_postgres_path`` and
+``20261202010000_credits_allowances``: the allowance of now is applied first, caps checked): the
 account row is locked (``SELECT … FOR UPDATE``), ``balance − pending holds − this worker's holds not
 written yet`` must cover the amount, and the hold row is inserted in the same transaction -- exact
 across workers and instances, and never below zero (a settle can still exceed its hold, as with Redis).
@@ -76,15 +77,24 @@ class PostgresHolds:
         self._last_probe = time.monotonic()
 
     async def hold(self, hold_id: str, call_id: str, account: str, amount: int, ts: float,
-                   unflushed: int) -> tuple[int, int, int, int]:
-        """-> (status, balance, held, wait ms): see ``credits_hold_pg``."""
+                   unflushed: int, tier: str | None = None,
+                   allowance: tuple[str | None, int, float] | None = None,
+                   rules: list[object] | None = None) -> tuple[int, int, int, int, int, int]:
+        """-> (status, balance, held, wait ms, cap index, cap): see ``credits_hold_pg_v2``.
+        ``allowance``: ``Allowances.ensure_args`` of the tier; ``rules``: ``Allowances.hold_args``
+        (its spend keys and caps)."""
+        period, alw, expires = allowance or (None, 0, 0.0)
+        _, _, day, week, month, cap_d, cap_w, cap_m = rules or ["", 0, "", "", "", "", "", ""]
+        caps = [None if c == "" else int(c) for c in (cap_d, cap_w, cap_m)]  # type: ignore[call-overload]
         async with self.pool.acquire(timeout=3.0) as conn:
-            row = await conn.fetchrow("SELECT * FROM credits_hold_pg($1, $2, $3, $4, $5, $6, $7, $8)",
-                                      hold_id, call_id, account, amount, ts, unflushed, self.starting_units,
-                                      self.grace)
+            row = await conn.fetchrow(
+                "SELECT * FROM credits_hold_pg_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                "$16, $17, $18)", hold_id, call_id, account, amount, ts, unflushed, self.starting_units,
+                self.grace, tier, period, alw, expires, day or None, week or None, month or None, *caps)
         if row["out_status"] == PLACED:
             self.stats["holds"] += 1
-        return row["out_status"], row["out_balance"], row["out_held"], row["out_wait_ms"]
+        return (row["out_status"], row["out_balance"], row["out_held"], row["out_wait_ms"], row["out_cap"],
+                row["out_cap_units"])
 
     def probe_due(self) -> bool:
         return time.monotonic() - self._last_probe >= PROBE_SECONDS
