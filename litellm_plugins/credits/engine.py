@@ -292,7 +292,7 @@ class Engine:
                 return
             self.writer.put({"op": "hold", "id": hold["id"], "call_id": hold["call_id"],
                              "account": hold["account"], "amount": amount, "ts": hold["t0"],
-                             "tier": hold.get("tier")})
+                             "tier": hold.get("tier"), "at": clock.now()})
 
     async def response_headers(self, data: dict[str, Any], response: Any) -> dict[str, str] | None:
         ctx = context.find(data)
@@ -664,7 +664,10 @@ class Engine:
         """Renew the allowance of every account whose tier has one and whose open period is an earlier
         one (idle accounts: an active one is renewed by its own records first), then expire the
         promotional / paid buckets whose time is up. Same SQL as the request path
-        (``credits_ensure_allowance``), so a sweep racing a request renews once. -> (renewed, expired)."""
+        (``credits_ensure_allowance``), so a sweep racing a request renews once. Only accounts whose
+        tier is known (recorded from their requests' records): an account's tier lives in its key's
+        metadata, which the sweep cannot see; an account never seen since allowances were configured
+        gets its allowance with its first request. -> (renewed, expired)."""
         renewed = expired = 0
         now = clock.now()
         for tier in self.allowances.rules:
@@ -674,9 +677,9 @@ class Engine:
             period, amount, end = args
             while True:
                 accounts = await conn.fetch(
-                    "SELECT account FROM credit_accounts WHERE COALESCE(tier, $1) = $2 AND (allowance_period IS NULL "
-                    "OR (left(allowance_period, 10) <= left($3, 10) AND allowance_period <> $3)) ORDER BY account LIMIT $4",
-                    self.settings.default_tier, tier, period, chunk)
+                    "SELECT account FROM credit_accounts WHERE tier = $1 AND (allowance_period IS NULL "
+                    "OR (left(allowance_period, 10) <= left($2, 10) AND allowance_period <> $2)) ORDER BY account LIMIT $3",
+                    tier, period, chunk)
                 if not accounts:
                     break
                 done = await conn.fetchval(
@@ -787,7 +790,7 @@ def _tokens(usage: Any, *names: str) -> int:
 def _settle_record(hold: dict[str, Any], call_id: str, charge: int) -> dict[str, Any]:
     return {"op": "settle", "id": hold["id"], "call_id": call_id, "account": hold["account"],
             "amount": hold.get("amount", 0), "ts": hold.get("t0") or time.time(), "charge": charge,
-            "tier": hold.get("tier")}
+            "tier": hold.get("tier"), "at": clock.now()}  # at: calendar time the call ended (allowance period)
 
 
 def _model_name(value: Any) -> str | None:

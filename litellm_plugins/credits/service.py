@@ -144,10 +144,9 @@ async def balance_view(conn: asyncpg.Connection, cache: CreditCache | None, allo
     now = clock.now()
     if allowances.enabled:
         before = await store.balance(conn, account)
-        if before is not None:
-            tier = tier or before["tier"]
-            if await store.ensure_allowance(conn, account, tier or allowances.default_tier,
-                                            allowances.ensure_args(tier, now), starting_units):
+        tier = tier or (before["tier"] if before is not None else None)
+        if before is not None and tier is not None:  # a tier never seen is not guessed (see sweep_buckets)
+            if await store.ensure_allowance(conn, account, tier, allowances.ensure_args(tier, now), starting_units):
                 await push_state(cache, conn, account)
     row = await store.balance(conn, account)
     if row is None:

@@ -258,7 +258,8 @@ class AllowanceOp:
 
 async def apply_batch(conn: asyncpg.Connection, holds: list[HoldOp], settles: list[tuple[HoldOp, int]],
                       voids: list[HoldOp], starting_units: int, allowances: list[AllowanceOp] = (),
-                      now: float = 0.0, spend_keys: tuple[str, str, str] = ("", "", "")) -> list[Release]:
+                      now: float = 0.0, spend_keys: tuple[str, str, str] = ("", "", ""),
+                      flushed: float = 0.0) -> list[Release]:
     """Hold rows, allowances, settles and voids of one writer batch: one call of ``credits_apply_batch_v2``.
 
     The function (migrations ``20261123000500_credits_apply_batch``, where its exactly-once gates
@@ -279,12 +280,13 @@ async def apply_batch(conn: asyncpg.Connection, holds: list[HoldOp], settles: li
         "SELECT out_account, out_balance, out_version, out_state FROM credits_apply_batch_v2("
         "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::text[], $7::bigint[], "
         "$8::text[], $9::bigint, $10::text[], $11::text[], $12::text[], $13::bigint[], $14::float8[], "
-        "$15::float8, $16, $17, $18)",
+        "$15::float8, $16, $17, $18, $19::float8)",
         [h.id for h in every.values()], [h.call_id for h in every.values()],
         [h.account for h in every.values()], [h.amount for h in every.values()],
         [h.ts for h in every.values()], list(first), list(first.values()), void_ids, starting_units,
         [a.account for a in allowances], [a.tier for a in allowances], [a.period for a in allowances],
-        [a.amount for a in allowances], [a.expires for a in allowances], now or time.time(), *spend_keys)
+        [a.amount for a in allowances], [a.expires for a in allowances], now or time.time(), *spend_keys,
+        flushed or now or time.time())
     finals = {r["out_account"]: (r["out_balance"], r["out_version"], r["out_state"]) for r in rows}
     releases: list[Release] = []
     released: set[str] = set()

@@ -255,15 +255,39 @@ class Writer:
             log.warning("Redis unavailable while spooling; the reconciler will correct it")
 
     async def _apply(self, batch: list[dict[str, Any]], release: bool = True) -> None:
+        for part in self._by_period(batch):
+            await self._apply_part(part, release)
+
+    def _by_period(self, batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The batch cut at allowance period ends when it holds calls of one account from two periods
+        (a flush across a boundary): each part is applied in its own call, in time order, so the
+        calls that ended before the boundary spend the period they ended in, and what that period
+        leaves expires only after them. Records without a time (voids, usage rows) go with the last part."""
+        ops = self._allowance_ops(batch)
+        periods: dict[str, set[str]] = defaultdict(set)
+        for op in ops:
+            if op.period is not None:
+                periods[op.account].add(op.period)
+        if all(len(found) <= 1 for found in periods.values()):
+            return [batch]
+        boundary = min(op.expires for op in ops if op.period is not None)
+        before = [r for r in batch if r.get("at") is not None and r["at"] < boundary]
+        after = [r for r in batch if r.get("at") is None or r["at"] >= boundary]
+        if not before or not after:  # cannot happen (two periods imply records on both sides): no loop
+            return [batch]
+        return [*self._by_period(before), *self._by_period(after)]
+
+    async def _apply_part(self, batch: list[dict[str, Any]], release: bool) -> None:
         holds = [_hold(r) for r in batch if r["op"] == "hold"]
         settles = [(_hold(r), int(r["charge"])) for r in batch if r["op"] == "settle"]
         voids = [_hold(r) for r in batch if r["op"] == "void"]
         usage = [r["row"] for r in batch if r["op"] == "usage"]
-        now = clock.now()
-        ops = self._allowance_ops(batch, now)
+        now = self._charged_at(batch)
+        ops = self._allowance_ops(batch)
         keys = self.allowances.calendar.spend_keys(now) if self.allowances is not None else ("", "", "")
         async with self.pool.acquire(timeout=5.0) as conn:
-            releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units, ops, now, keys)
+            releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units, ops, now, keys,
+                                               clock.now())
             await usage_store.insert_rows(conn, usage)
         for hold in holds:
             pending = self.unflushed.get(hold.account)
@@ -278,20 +302,31 @@ class Writer:
             except (RedisError, OSError):
                 log.warning("Redis unavailable after settling; the reconciler will correct it")
 
-    def _allowance_ops(self, batch: list[dict[str, Any]], now: float) -> list[store.AllowanceOp]:
-        """The allowance each account's tier gives at ``now``, from the batch's hold and settle records
-        (their ``tier``): applied before the batch's charges, so a charge spends the buckets of the
-        period it is written in. One per (account, tier); none when no tier has rules."""
+    def _allowance_ops(self, batch: list[dict[str, Any]]) -> list[store.AllowanceOp]:
+        """The allowance each account's tier gave when its hold was placed and when its call ended
+        (records' ``tier`` and ``at``): applied, in time order, before the batch's charges, so a call
+        that ended in a new period spends that period's allowance even when this batch is the first
+        to hear of it, and a period with a call in it is never skipped. One per (account, tier,
+        period); none when no tier has rules."""
         if self.allowances is None or not self.allowances.enabled:
             return []
-        ops: dict[tuple[str, str], store.AllowanceOp] = {}
+        ops: dict[tuple[str, str, str | None], store.AllowanceOp] = {}
+        flushed_at = clock.now()
         for rec in batch:
             tier = rec.get("tier")
-            if rec["op"] not in ("hold", "settle") or tier is None or (rec["account"], tier) in ops:
+            if rec["op"] not in ("hold", "settle") or tier is None:
                 continue
-            args = self.allowances.ensure_args(tier, now)
-            ops[(rec["account"], tier)] = store.AllowanceOp(rec["account"], tier, *(args or (None, 0, 0.0)))
-        return list(ops.values())
+            period, amount, end = self.allowances.ensure_args(tier, rec.get("at") or flushed_at) or (None, 0, 0.0)
+            ops.setdefault((rec["account"], tier, period), store.AllowanceOp(rec["account"], tier, period, amount, end))
+        return sorted(ops.values(), key=lambda op: (op.account, op.period or ""))
+
+    @staticmethod
+    def _charged_at(batch: list[dict[str, Any]]) -> float:
+        """The time the batch's charges are taken at (bucket expiry, spend counters): when its first
+        call ended, so a call that ended before a boundary is not charged after it for being
+        written a moment later; the flush time if it has none."""
+        times = [rec["at"] for rec in batch if rec["op"] == "settle" and rec.get("at")]
+        return min(times) if times else clock.now()
 
     async def _unjournal(self, batch: list[dict[str, Any]]) -> None:
         fields = [_journal_field(r) for r in batch if r["op"] != "hold"]

@@ -82,8 +82,8 @@ $fn$;
 --     allowance expires ('allowance_expire'), the new one is granted ('allowance');
 --   * the same period with a larger amount (a tier upgrade): the difference is granted at once;
 --     unlimited replaces what was left (which expires);
---   * the same period with a smaller or equal amount (a downgrade), or an earlier period (a worker whose
---     clock is behind, a record written late): nothing.
+--   * the same period with a smaller or equal amount (a downgrade): nothing;
+--   * an earlier period (a call of it written late): its bucket is granted if it never was, else nothing.
 -- So the allowance of a period is the largest of the tiers the account held during it. The caller
 -- holds the account row lock, or none: this takes it (in a batch, accounts are locked in sorted
 -- order first). Opens an unknown account with its starting grant, as every other entry point does.
@@ -176,10 +176,76 @@ BEGIN
         RETURN true;
     END IF;
 
+    IF left(p_period, 10) < left(cur_p, 10) THEN
+        -- An earlier period, named by a call that ended in it but is written only now (after the
+        -- sweep or another account's records opened a later one): granted if it never was, so a
+        -- period with calls in it is never skipped; the batch's charges of that period spend it, and
+        -- credits_apply_batch_v2 expires what is left once they are in.
+        INSERT INTO "litellm_plugins"."credit_buckets" (account, kind, granted, remaining, period, expires_at)
+        VALUES (p_account, 'allowance', p_amount, CASE WHEN p_amount < 0 THEN NULL ELSE p_amount END, p_period, p_expires)
+        ON CONFLICT (account, period) DO NOTHING RETURNING id INTO bid;
+        IF bid IS NULL OR p_amount = 0 THEN
+            RETURN false;
+        END IF;
+        add_units := GREATEST(p_amount, 0);
+        UPDATE "litellm_plugins"."credit_accounts" SET balance = balance + add_units, version = version + 1,
+            updated_at = now() WHERE account = p_account RETURNING balance INTO bal;
+        INSERT INTO "litellm_plugins"."credit_ledger"
+            (account, kind, delta, amount, bucket_id, idempotency_key, balance_after, note)
+        VALUES (p_account, 'allowance', add_units, p_amount, bid, 'allowance:' || p_account || ':' || p_period,
+                bal, 'allowance ' || p_period || ' (tier ' || COALESCE(p_tier, '-') || '), for calls written after it ended');
+        RETURN true;
+    END IF;
+
     IF cur_t IS DISTINCT FROM p_tier THEN
         UPDATE "litellm_plugins"."credit_accounts" SET tier = p_tier WHERE account = p_account;
     END IF;
     RETURN false;
+END
+$fn$;
+
+-- Expire what is left in the given buckets (their accounts are locked by the caller): each bucket's
+-- remainder leaves the balance once, as 'allowance_expire' (allowance-expire:<account>:<period>) for an
+-- allowance, 'bucket_expire' (bucket-expire:<id>) otherwise. Returns the accounts changed.
+CREATE FUNCTION "litellm_plugins"."credits_expire_ids"(p_ids BIGINT[])
+RETURNS SETOF TEXT
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    e_id BIGINT[];
+    e_account TEXT[];
+    e_units BIGINT[];
+    e_kind TEXT[];
+    e_period TEXT[];
+BEGIN
+    WITH gone AS (
+        UPDATE "litellm_plugins"."credit_buckets" b SET remaining = 0, updated_at = now()
+        FROM (SELECT id, remaining FROM "litellm_plugins"."credit_buckets"
+              WHERE id = ANY(p_ids) AND remaining IS DISTINCT FROM 0 FOR UPDATE) o
+        WHERE b.id = o.id
+        RETURNING b.id, b.account, COALESCE(o.remaining, 0) AS units, b.kind, b.period)
+    SELECT array_agg(id ORDER BY id), array_agg(account ORDER BY id), array_agg(units ORDER BY id),
+           array_agg(kind ORDER BY id), array_agg(period ORDER BY id)
+    INTO e_id, e_account, e_units, e_kind, e_period FROM gone;
+    IF e_id IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE "litellm_plugins"."credit_accounts" a SET balance = a.balance - d.units, version = a.version + 1,
+        updated_at = now()
+    FROM (SELECT account, sum(units)::BIGINT AS units FROM unnest(e_account, e_units) AS x(account, units)
+          GROUP BY account) d
+    WHERE a.account = d.account;
+    INSERT INTO "litellm_plugins"."credit_ledger" (account, kind, delta, amount, bucket_id, idempotency_key, balance_after, note)
+    SELECT e.account, CASE WHEN e.kind = 'allowance' THEN 'allowance_expire' ELSE 'bucket_expire' END,
+           -e.units, e.units, e.id,
+           CASE WHEN e.kind = 'allowance' THEN 'allowance-expire:' || e.account || ':' || e.period
+                ELSE 'bucket-expire:' || e.id END,
+           a.balance + COALESCE(sum(e.units) OVER (PARTITION BY e.account ORDER BY e.id
+                                ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0),
+           CASE WHEN e.kind = 'allowance' THEN 'allowance ' || e.period || ' ended' ELSE 'bucket ' || e.id || ' expired' END
+    FROM unnest(e_id, e_account, e_units, e_kind, e_period) AS e(id, account, units, kind, period)
+    JOIN "litellm_plugins"."credit_accounts" a ON a.account = e.account
+    WHERE e.units <> 0;
+    RETURN QUERY SELECT DISTINCT x FROM unnest(e_account) AS x;
 END
 $fn$;
 
@@ -197,15 +263,17 @@ LANGUAGE sql AS $fn$
                (sum(t.charge) OVER w - t.charge)::numeric AS lo, (sum(t.charge) OVER w)::numeric AS hi
         FROM unnest(s_id, s_account, s_charge, s_n) AS t(id, account, charge, n)
         WINDOW w AS (PARTITION BY t.account ORDER BY t.n ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),
-    live AS (
-        SELECT b.id, b.account, b.remaining IS NULL AS unlimited,
-               COALESCE(b.remaining, 4611686018427387904)::numeric AS size,
-               CASE b.kind WHEN 'allowance' THEN 0 WHEN 'promotional' THEN 1 ELSE 2 END AS rank, b.expires_at
+    unexpired AS (
+        SELECT b.id, b.account, b.remaining, b.kind, b.expires_at,
+               row_number() OVER (PARTITION BY b.account, b.kind = 'allowance' ORDER BY b.expires_at, b.id) AS nth
         FROM "litellm_plugins"."credit_buckets" b
-        JOIN "litellm_plugins"."credit_accounts" a ON a.account = b.account
         WHERE b.account = ANY(s_account) AND (b.remaining IS NULL OR b.remaining > 0)
-          AND (b.expires_at IS NULL OR b.expires_at > p_now)
-          AND (b.kind <> 'allowance' OR b.period = a.allowance_period)),
+          AND (b.expires_at IS NULL OR b.expires_at > p_now)),
+    live AS (  -- of the allowance buckets, only the one whose period is p_now's: the first to end after it
+        SELECT u.id, u.account, u.remaining IS NULL AS unlimited,
+               COALESCE(u.remaining, 4611686018427387904)::numeric AS size,
+               CASE u.kind WHEN 'allowance' THEN 0 WHEN 'promotional' THEN 1 ELSE 2 END AS rank, u.expires_at
+        FROM unexpired u WHERE u.kind <> 'allowance' OR u.nth = 1),
     ranged AS (
         SELECT id, account, unlimited, sum(size) OVER w - size AS lo, sum(size) OVER w AS hi
         FROM live WINDOW w AS (PARTITION BY account ORDER BY rank, expires_at NULLS LAST, id
@@ -219,14 +287,17 @@ $fn$;
 --   a_*: the allowance each account's records say applies now (account, tier, period, amount,
 --        expiry): credits_ensure_allowance runs for each before the charges, so a charge made in a new
 --        period spends the new allowance even when this batch is the first to hear of the period;
---   p_now: the writer's clock (bucket expiry); p_day / p_week / p_month: the spend counters' keys now.
+--   p_now: when the batch's calls ended (the first of them): which buckets are live for its charges;
+--   p_day / p_week / p_month: the spend counters' keys then; p_flushed: the writer's clock now.
+-- After the charges, allowance buckets of past periods (granted late, for calls written after their
+-- period ended) lose what is left ('allowance_expire'), as the rollover does for the open one.
 -- Every account of the batch is locked, in sorted order, before anything changes.
 -- Returns balance, version and credits_state of every account a settle or an allowance changed.
 CREATE FUNCTION "litellm_plugins"."credits_apply_batch_v2"(
     h_id TEXT[], h_call TEXT[], h_account TEXT[], h_amount BIGINT[], h_ts FLOAT8[],
     s_id TEXT[], s_charge BIGINT[], v_id TEXT[], starting BIGINT,
     a_account TEXT[], a_tier TEXT[], a_period TEXT[], a_amount BIGINT[], a_expires FLOAT8[],
-    p_now FLOAT8, p_day TEXT, p_week TEXT, p_month TEXT)
+    p_now FLOAT8, p_day TEXT, p_week TEXT, p_month TEXT, p_flushed FLOAT8)
 RETURNS TABLE (out_account TEXT, out_balance BIGINT, out_version BIGINT, out_state TEXT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -241,6 +312,7 @@ DECLARE
     sp_bucket BIGINT[];
     sp_units BIGINT[];
     sp_unlimited BOOLEAN[];
+    past BIGINT[];
     accts TEXT[];
     changed TEXT[] := '{}';
     now_ts TIMESTAMPTZ := to_timestamp(p_now);
@@ -345,6 +417,17 @@ BEGIN
         INSERT INTO "litellm_plugins"."credit_ledger" (account, kind, delta, amount, hold_id, call_id)
         SELECT voided.account, 'void', 0, voided.amount, voided.id, voided.call_id FROM voided
         ON CONFLICT DO NOTHING;
+    END IF;
+
+    IF accts IS NOT NULL AND cardinality(a_account) > 0 THEN
+        SELECT array_agg(b.id ORDER BY b.id) INTO past FROM "litellm_plugins"."credit_buckets" b
+        JOIN "litellm_plugins"."credit_accounts" a ON a.account = b.account
+        WHERE b.account = ANY(a_account) AND b.kind = 'allowance' AND b.period <> a.allowance_period
+          AND b.remaining > 0 AND b.expires_at <= to_timestamp(p_flushed);
+        IF past IS NOT NULL THEN
+            PERFORM "litellm_plugins"."credits_expire_ids"(past);
+            changed := changed || a_account;
+        END IF;
     END IF;
 
     RETURN QUERY SELECT a.account, a.balance, a.version, "litellm_plugins"."credits_state"(a)
@@ -464,52 +547,24 @@ BEGIN
 END
 $fn$;
 
--- The background sweep's expiry of promotional / paid buckets (and of an allowance whose tier no
--- longer has one) once expires_at has passed: what is left leaves the balance as 'bucket_expire', once
--- (bucket-expire:<id>). Allowances of tiers that have one are renewed by credits_ensure_allowance
--- instead (which expires the old one). Accounts are locked in sorted order. Returns the accounts changed.
+-- The background sweep's expiry of buckets whose expires_at has passed: promotional / paid grants,
+-- and allowances no request or renewal closed (a tier that no longer has one, a past period granted
+-- late). Up to p_limit buckets per call; accounts locked in sorted order. Returns the accounts changed.
 CREATE FUNCTION "litellm_plugins"."credits_expire_buckets"(p_now FLOAT8, p_limit INT)
 RETURNS TABLE (out_account TEXT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
+    ids BIGINT[];
     accts TEXT[];
-    e_id BIGINT[];
-    e_account TEXT[];
-    e_units BIGINT[];
 BEGIN
-    SELECT array_agg(DISTINCT b.account ORDER BY b.account) INTO accts FROM (
-        SELECT account FROM "litellm_plugins"."credit_buckets"
+    SELECT array_agg(b.id), array_agg(DISTINCT b.account ORDER BY b.account) INTO ids, accts FROM (
+        SELECT id, account FROM "litellm_plugins"."credit_buckets"
         WHERE expires_at <= to_timestamp(p_now) AND remaining IS DISTINCT FROM 0 LIMIT p_limit) b;
-    IF accts IS NULL THEN
+    IF ids IS NULL THEN
         RETURN;
     END IF;
     PERFORM 1 FROM "litellm_plugins"."credit_accounts" a WHERE a.account = ANY(accts) ORDER BY a.account FOR UPDATE;
-    WITH gone AS (
-        UPDATE "litellm_plugins"."credit_buckets" b SET remaining = 0, updated_at = now()
-        FROM (SELECT id, remaining FROM "litellm_plugins"."credit_buckets"
-              WHERE account = ANY(accts) AND expires_at <= to_timestamp(p_now) AND remaining IS DISTINCT FROM 0
-              FOR UPDATE) o
-        WHERE b.id = o.id
-        RETURNING b.id, b.account, COALESCE(o.remaining, 0) AS units)
-    SELECT array_agg(id ORDER BY id), array_agg(account ORDER BY id), array_agg(units ORDER BY id)
-    INTO e_id, e_account, e_units FROM gone;
-    IF e_id IS NULL THEN
-        RETURN;
-    END IF;
-    UPDATE "litellm_plugins"."credit_accounts" a SET balance = a.balance - d.units, version = a.version + 1,
-        updated_at = now()
-    FROM (SELECT account, sum(units)::BIGINT AS units FROM unnest(e_account, e_units) AS x(account, units)
-          GROUP BY account) d
-    WHERE a.account = d.account;
-    INSERT INTO "litellm_plugins"."credit_ledger" (account, kind, delta, amount, bucket_id, idempotency_key, balance_after, note)
-    SELECT e.account, 'bucket_expire', -e.units, e.units, e.id, 'bucket-expire:' || e.id,
-           a.balance + COALESCE(sum(e.units) OVER (PARTITION BY e.account ORDER BY e.id
-                                ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0),
-           'bucket ' || e.id || ' expired'
-    FROM unnest(e_id, e_account, e_units) AS e(id, account, units)
-    JOIN "litellm_plugins"."credit_accounts" a ON a.account = e.account
-    WHERE e.units <> 0;
-    RETURN QUERY SELECT DISTINCT x FROM unnest(e_account) AS x;
+    RETURN QUERY SELECT x FROM "litellm_plugins"."credits_expire_ids"(ids) AS x;
 END
 $fn$;
 
