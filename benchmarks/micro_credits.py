@@ -87,7 +87,11 @@ def stream_end_cost(n: int) -> list[float]:
     return t
 
 
-async def main(n: int) -> None:
+ALLOWANCES = {"allowances": {"pro": {"amount": 1_000_000, "period": "month"}}}
+CAPS = {"caps": {"pro": {"day": 10 ** 9}}}
+
+
+async def main(n: int, allowances: bool = False, caps: bool = False) -> None:
     config = load_config_file(ROOT / "proxy_config.yaml")
     data = {"model": "gpt-4o-mini", "max_tokens": 256,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
@@ -117,7 +121,9 @@ async def main(n: int) -> None:
         prefix = f"lp_bench_{uuid.uuid4().hex[:8]}:"
         settings = parse_settings({"database_url": dsn, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
                                    "credits": {"enabled": True, "starting_grant": 1_000_000,
-                                               "spool_dir": f"/tmp/lp-bench-spool-{os.getpid()}"}})
+                                               "spool_dir": f"/tmp/lp-bench-spool-{os.getpid()}",
+                                               **(ALLOWANCES if allowances else {}), **(CAPS if caps else {})}})
+        print(f"the caller's tier has an allowance: {allowances}, a spend cap: {caps}")
         rt = runtime.Runtime(settings=settings, config=config, pool=pool, redis=redis)
         runtime.install(rt)
         eng = Engine(rt)
@@ -229,4 +235,7 @@ async def postgres_path(n: int, dsn: str, pool: asyncpg.Pool, config: dict, data
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--allowances", action="store_true", help="the caller's tier gets a monthly allowance")
+    parser.add_argument("--caps", action="store_true", help="the caller's tier gets a daily spend cap")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.allowances, args.caps))

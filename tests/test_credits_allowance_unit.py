@@ -164,3 +164,83 @@ async def test_verify_names_a_bucket_that_disagrees_with_its_ledger(db) -> None:
     await db.execute("INSERT INTO credit_ledger (account, kind, delta, amount, hold_id, split) "
                      "VALUES ($1, 'settle', -10, 10, 'h-x', $2::jsonb)", acct, json.dumps({"unlimited": 10}))
     assert any("settle" in p and "unlimited 10" in p for p in await store.verify(db))
+
+
+async def test_proxies_not_yet_upgraded_keep_working_after_the_migration(db) -> None:
+    """A rolling deploy: the old functions stay, and what they write is paid credits that verify."""
+    now = time.time()
+    rows = await db.fetch("SELECT * FROM credits_apply_batch($1::text[], $2::text[], $3::text[], $4::bigint[], "
+                          "$5::float8[], $6::text[], $7::bigint[], $8::text[], $9::bigint)",
+                          ["old-h1"], ["old-c1"], ["user:old"], [50], [now], ["old-h1"], [40], [], 1000)
+    assert [(r["out_account"], r["out_balance"]) for r in rows] == [("user:old", 960)]
+    got = await db.fetch("SELECT * FROM credits_open_accounts($1::text[], $2, false)", ["user:old2"], 1000)
+    assert got[0]["out_balance"] == 1000
+    assert await store.verify(db) == []
+    # and the new code reads them as paid balances (no bucket row)
+    acct = await store.balance(db, "user:old")
+    assert acct["balance"] == 960 and await store.buckets(db, "user:old", now) == []
+
+
+async def test_leases_on_a_capped_account_never_let_holds_pass_the_cap(database, tmp_path) -> None:
+    """A carve from a lease checks no cap; so a lease is granted only with the same headroom under every
+    cap as under the balance (cache.HOLD). Holds placed until the cap refuses: leases were used, and
+    everything held together stays within the cap."""
+    from litellm.proxy._types import ProxyException, UserAPIKeyAuth
+
+    from litellm_plugins.core import runtime
+    from litellm_plugins.credits.engine import Engine
+    from tests.support.services import REDIS_URL
+    from tests.test_credits_unit import MODEL_LIST
+
+    conn = await asyncpg.connect(database)
+    await migrate(conn)
+    await conn.close()
+    pool = await create_pool(database, 1, 4)
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    prefix = f"lp_test_{uuid.uuid4().hex[:8]}:"
+    settings = parse_settings({"database_url": database, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
+                               "credits": {"enabled": True, "spool_dir": str(tmp_path / "spool"), "lease_headroom": 1}})
+    rt = runtime.Runtime(settings=settings, config={"model_list": MODEL_LIST}, pool=pool, redis=redis)
+    eng = Engine(rt)
+    runtime.install(rt)
+    who = UserAPIKeyAuth(api_key="hashed", token="hashed", user_id="capped-lessee")
+
+    def request() -> dict:
+        return {"model": "cheap", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10,
+                "litellm_call_id": f"call-{uuid.uuid4().hex[:8]}"}
+
+    try:
+        assert await eng.cache.sender.connect()
+        first = request()
+        await eng.pre_call(who, first, "acompletion")
+        size = first["metadata"]["litellm_plugins"]["hold"]["amount"]
+        cap = 30 * size
+        async with pool.acquire() as c:
+            await c.execute("SET search_path TO litellm_plugins")
+            assert await store.set_caps(c, "user:capped-lessee", {"day": cap})
+            state = await store.redis_state(c, "user:capped-lessee")
+        await eng.cache.release("user:capped-lessee", "", state[0], state[1], state=state[2])
+        placed, refused = 1, None
+        for _ in range(100):
+            try:
+                await eng.pre_call(who, request(), "acompletion")
+                placed += 1
+            except ProxyException as exc:
+                refused = exc
+                break
+        await eng.cache.sender.request("PING")  # every carve answered
+        entries = await redis.hgetall(eng.cache.holds_key("user:capped-lessee"))
+        holds = sum(int(v.decode().split(":")[0]) for k, v in entries.items() if not k.startswith(b"lease:"))
+        assert refused is not None and refused.type == "spend_cap_reached"
+        assert eng.leases.stats["carved"] > 0
+        assert holds == placed * size <= cap < (placed + 1) * size + sum(
+            int(v.decode().split(":")[0]) for k, v in entries.items() if k.startswith(b"lease:"))
+    finally:
+        await eng.leases.close()
+        await eng.cache.sender.close()
+        runtime.install(None)
+        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        await pool.close()

@@ -38,8 +38,9 @@ HOLD_TIMEOUT_SECONDS = 2.0  # as the redis-py client's socket timeout (core/redi
 # allowance of the open period skips the balance check. A cap (the tier's, ARGV 13-15, or the
 # account's own, 'cd'/'cw'/'cm', whichever is lower) refuses when spent this period (Postgres's
 # counter, if it is this period's) + everything held + this hold would pass it: status 2, with the
-# cap's index (1 day, 2 week, 3 month) and its amount. No lease is granted on a capped account (a
-# carve does not check caps). Postgres is told by the records the writer flushes (their tier), not by
+# cap's index (1 day, 2 week, 3 month) and its amount. A lease on a capped account needs the same
+# headroom under every cap as under the balance (a carve checks neither: the lease, counted in
+# held, already fits). Postgres is told by the records the writer flushes (their tier), not by
 # this script, so a Redis that forgets (FLUSHALL) cannot skip or repeat a refill.
 # -> {status, balance, held, lease granted, cap index, cap}
 HOLD = """
@@ -82,7 +83,7 @@ if ARGV[8] and ARGV[8] ~= '' then
 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {1, bal, held, 0, 0, 0} end
 local amt = tonumber(ARGV[2])
-local capped = false
+local room = nil  -- the least any cap leaves after this hold
 if ARGV[10] then
   local fields = {{'dk', 'ds', 'cd'}, {'wk', 'ws', 'cw'}, {'mk', 'ms', 'cm'}}
   for i = 1, 3 do
@@ -91,10 +92,10 @@ if ARGV[10] then
     local own = tonumber(redis.call('HGET', KEYS[1], f[3]) or '')
     if own and (not cap or own < cap) then cap = own end
     if cap then
-      capped = true
       local spent = 0
       if redis.call('HGET', KEYS[1], f[1]) == ARGV[9 + i] then spent = tonumber(redis.call('HGET', KEYS[1], f[2]) or '0') end
       if spent + held + amt > cap then return {2, bal, held, 0, i, cap} end
+      if not room or cap - spent - held - amt < room then room = cap - spent - held - amt end
     end
   end
 end
@@ -105,9 +106,10 @@ if amt > 0 then
   held = held + amt
 end
 local granted = 0
-if ARGV[5] and ARGV[5] ~= '' and not capped then
+if ARGV[5] and ARGV[5] ~= '' then
   local size = tonumber(ARGV[6])
-  if size > 0 and bal - held - size >= tonumber(ARGV[7]) * size then
+  local headroom = tonumber(ARGV[7]) * size
+  if size > 0 and bal - held - size >= headroom and (not room or room - size >= headroom) then
     redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[3])
     redis.call('HINCRBY', KEYS[1], 'held', size)
     granted = size
