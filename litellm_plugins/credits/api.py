@@ -30,7 +30,10 @@ async def get_balance(account: str | None = Query(default=None),
     rt = runtime.get()
     eng = engine()
     own = acct == caller.account(rt.settings.account_order)
-    tier = eng.tier_of(caller, {}) if eng is not None and own else None
+    # The caller's tier only when its key or team names one; else the tier the account's requests were
+    # last served at (routing may set it; default_tier is not guessed: see service.balance_view).
+    tier = (caller.metadata.get("tier") or caller.team_metadata.get("tier")) if own else None
+    tier = str(tier) if tier else None
     async with rt.pool.acquire() as conn:
         view = None
         if eng is not None:
