@@ -187,29 +187,16 @@ async def test_leases_on_a_capped_account_never_let_holds_pass_the_cap(database,
     everything held together stays within the cap."""
     from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
-    from litellm_plugins.core import runtime
-    from litellm_plugins.credits.engine import Engine
-    from tests.support.services import REDIS_URL
-    from tests.test_credits_unit import MODEL_LIST
+    from tests.test_credits_unit import engine_with
 
-    conn = await asyncpg.connect(database)
-    await migrate(conn)
-    await conn.close()
-    pool = await create_pool(database, 1, 4)
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    prefix = f"lp_test_{uuid.uuid4().hex[:8]}:"
-    settings = parse_settings({"database_url": database, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
-                               "credits": {"enabled": True, "spool_dir": str(tmp_path / "spool"), "lease_headroom": 1}})
-    rt = runtime.Runtime(settings=settings, config={"model_list": MODEL_LIST}, pool=pool, redis=redis)
-    eng = Engine(rt)
-    runtime.install(rt)
     who = UserAPIKeyAuth(api_key="hashed", token="hashed", user_id="capped-lessee")
 
     def request() -> dict:
         return {"model": "cheap", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10,
                 "litellm_call_id": f"call-{uuid.uuid4().hex[:8]}"}
 
-    try:
+    async with engine_with(database, tmp_path, lease_headroom=1) as eng:
+        pool, redis = eng.rt.pool, eng.rt.redis
         assert await eng.cache.sender.connect()
         first = request()
         await eng.pre_call(who, first, "acompletion")
@@ -235,12 +222,5 @@ async def test_leases_on_a_capped_account_never_let_holds_pass_the_cap(database,
         assert eng.leases.stats["carved"] > 0
         assert holds == placed * size <= cap < (placed + 1) * size + sum(
             int(v.decode().split(":")[0]) for k, v in entries.items() if k.startswith(b"lease:"))
-    finally:
         await eng.leases.close()
         await eng.cache.sender.close()
-        runtime.install(None)
-        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
-        await pool.close()

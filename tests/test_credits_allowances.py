@@ -15,16 +15,16 @@ import datetime as dt
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 import redis
 
 from tests.support.proxy import MASTER_KEY
 from tests.test_credits_e2e import CREDITS, OTHERS_OFF, credits, expected_units, plugins_cli, units_of
+from tests.test_credits_e2e import db_fetch as rows
+from tests.test_credits_e2e import wait_for as until
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "allowance test"}], "max_tokens": 8}
 C = expected_units("gpt-4o", BODY)  # one call's charge, units
@@ -85,23 +85,6 @@ def proxy(launch):
 @pytest.fixture(scope="module")
 def proxy_b(launch, proxy):
     return launch("alw-b")
-
-
-async def rows(dsn: str, sql: str, *args):
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": "litellm_plugins"})
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def until(dsn: str, sql: str, *args, expect, timeout: float = 20.0):
-    deadline = time.time() + timeout
-    while True:
-        got = await rows(dsn, sql, *args)
-        if expect(got) or time.time() > deadline:
-            return got
-        await asyncio.sleep(0.1)
 
 
 def call(proxy, key: str, body: dict | None = None) -> httpx.Response:

@@ -4,6 +4,7 @@ the reconciler, the spool, pricing. (End-to-end behaviour is in test_credits_e2e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from decimal import Decimal
@@ -82,6 +83,14 @@ def test_settings_are_exact_and_strict():
 
 @pytest.fixture
 async def engine(database, tmp_path):
+    async with engine_with(database, tmp_path, hold_ttl_seconds=60) as eng:
+        yield eng
+
+
+@contextlib.asynccontextmanager
+async def engine_with(database: str, tmp_path, **credits):
+    """A credits ``Engine`` on a migrated throwaway database and its own Redis prefix, installed as the
+    runtime's (``credits`` settings on top of enabled + a spool under ``tmp_path``)."""
     conn = await asyncpg.connect(database)
     await migrate(conn)
     await conn.close()
@@ -89,8 +98,7 @@ async def engine(database, tmp_path):
     redis = aioredis.Redis.from_url(REDIS_URL)
     prefix = f"lp_test_{uuid.uuid4().hex[:8]}:"
     settings = parse_settings({"database_url": database, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
-                               "credits": {"enabled": True, "spool_dir": str(tmp_path / "spool"),
-                                           "hold_ttl_seconds": 60}})
+                               "credits": {"enabled": True, "spool_dir": str(tmp_path / "spool"), **credits}})
     rt = runtime.Runtime(settings=settings, config={"model_list": MODEL_LIST}, pool=pool, redis=redis)
     eng = Engine(rt)
     runtime.install(rt)
