@@ -30,6 +30,11 @@ HTML_MODEL = '<img src=x onerror="window.__xss=1">evil<b>bold</b>'
 HEALTH = {"enabled": True, "probe_enabled": False, "failure_threshold": 2, "cooldown_s": 600.0,
           "refresh_interval_s": 0.2}
 CHAT = {"max_tokens": 5, "messages": [{"role": "user", "content": "hello console"}]}
+# alice (and carol) are tier professional: a monthly allowance and a daily spend cap the tests never reach;
+# bob (starter) has neither. The starting grant is CREDITS["starting_grant"] (1000).
+ALLOWANCE = 50
+ALLOWANCES = {"professional": {"amount": ALLOWANCE, "period": "month"}}
+CAPS = {"professional": {"day": 500}}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,8 @@ def proxy(start_proxy, fake_server, keys, tmp_path_factory):
         "model": "openai/gpt-4o-mini", "api_base": fake_server.base_url, "api_key": "sk-platform-openai",
         "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}}
     models = [*shipped_test_config(fake_server.base_url)["model_list"], html_group]
-    plugins = {"credits": {**CREDITS, "spool_dir": str(tmp_path_factory.mktemp("console-spool"))},
+    plugins = {"credits": {**CREDITS, "allowances": ALLOWANCES, "caps": CAPS,
+                           "spool_dir": str(tmp_path_factory.mktemp("console-spool"))},
                "health": HEALTH, "routing": {"account_defaults_refresh_s": 0.5}}
     return start_proxy(plugins=plugins, overrides={
         "model_list": models,
@@ -133,7 +139,7 @@ def test_page_is_static_strict_csp_gzipped_and_cacheable(proxy):
 
 
 def test_user_signs_in_sends_requests_and_sees_balance_and_charts_change(proxy, page, shots):
-    assert chat(proxy, ALICE).status_code == 200  # opens the account (starting grant 1000)
+    assert chat(proxy, ALICE).status_code == 200  # opens the account (starting grant 1000 + allowance 50)
     wait_rows(proxy, ALICE, 1)
     sign_in(page, proxy, ALICE)
     assert page.inner_text("#who-account") == "user:alice"
@@ -150,7 +156,15 @@ def test_user_signs_in_sends_requests_and_sees_balance_and_charts_change(proxy, 
     page.wait_for_selector("#panel-level[data-state=ready]")
     page.wait_for_selector("#panel-provider[data-state=ready]")
     after = card_text(page, "available")
-    assert float(after) < float(before) <= 1000
+    assert float(after) < float(before) <= CREDITS["starting_grant"] + ALLOWANCE
+    # the tier's allowance: what is left of this month's (charges spend it first), its size, when it resets
+    assert 0 < float(card_text(page, "allowance")) < ALLOWANCE
+    allowance_sub = page.inner_text("#card-allowance .stat-sub")
+    assert allowance_sub.startswith(f"of {ALLOWANCE} per month · resets "), allowance_sub
+    # the tier's day cap: what it still lets alice spend today (cap − spent), the cap and what was spent
+    expect(page.locator("#card-caps .stat-title")).to_have_text("Left under day cap")
+    assert 0 < float(card_text(page, "caps")) <= 500
+    assert page.inner_text("#card-caps .stat-sub").startswith("day cap 500 · ")
     assert page.locator("#requests-table tbody tr").count() == 5
     levels = page.eval_on_selector_all("#filter-power_level option", "os => os.map(o => o.value)")
     assert "eco" in levels
@@ -254,6 +268,8 @@ def test_second_user_never_sees_the_first_users_data(proxy, page):
     sign_in(page, proxy, BOB)
     page.wait_for_selector("#card-requests")
     assert card_text(page, "requests") == "0"
+    # starter has no allowance or cap (and bob's account is not open yet): no such cards
+    assert page.locator("#card-allowance").count() == 0 and page.locator("#card-caps").count() == 0
     page.wait_for_selector("#panel-requests[data-state=empty]")
     expect(page.locator("#requests-table")).to_contain_text("No requests")  # the table loads on its own
     assert "alice" not in page.content()
@@ -311,6 +327,56 @@ def test_admin_grants_credits_and_the_user_sees_them(proxy, browser, page, shots
     page.wait_for_selector("#top-accounts tbody tr")
     assert "user:alice" in page.inner_text("#top-accounts")
     page.screenshot(path=str(shots / "all-usage.png"), full_page=True)
+
+
+def test_admin_grants_promotional_credits_with_an_expiry_and_sees_the_buckets(proxy, browser, shots):
+    wait_rows(proxy, ALICE, 1)
+    # a fixed time zone: the form's local expiry must reach the API as the same instant in UTC
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, timezone_id="Europe/Berlin")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        sign_in(page, proxy, MASTER_KEY)
+        page.click("#tab-accounts")
+        page.fill("#account-search", "alice")
+        page.press("#account-search", "Enter")
+        page.click("#accounts-list tr[data-account='user:alice']")
+        page.wait_for_selector("#buckets tbody tr")
+        # spending order: this month's allowance first, the paid balance (never expires) last
+        kinds = page.eval_on_selector_all("#buckets tbody tr", "rs => rs.map(r => r.dataset.kind)")
+        assert kinds[0] == "allowance" and kinds[-1] == "paid", kinds
+        assert page.inner_text("#buckets tbody tr[data-kind=paid] td:last-child") == "never"
+        allowance = page.locator("#account-allowance")
+        expect(allowance).to_contain_text("tier professional · allowance ")
+        expect(allowance).to_contain_text(f"left of {ALLOWANCE} per month, resets ")
+        expect(allowance).to_contain_text("day cap 500 (tier)")
+        # an expiry in the past: the API's 400 is shown, nothing is granted
+        page.fill("#grant-amount", "5")
+        page.select_option("#grant-kind", "promotional")
+        page.fill("#grant-expires", "2001-01-01T00:00")
+        page.click("#grant-submit")
+        expect(page.locator("#grant-result")).to_contain_text("in the past")
+        assert page.locator("#buckets tbody tr[data-kind=promotional]").count() == 0
+        year = time.gmtime().tm_year + 2
+        page.fill("#grant-expires", f"{year}-06-01T12:00")  # Berlin summer time: 10:00 UTC
+        page.click("#grant-submit")
+        expect(page.locator("#grant-result")).to_contain_text("Done: granted 5 promotional credits expiring ")
+        promo = page.locator("#buckets tbody tr[data-kind=promotional]")
+        expect(promo).to_have_count(1)
+        expect(promo.locator("td.num")).to_have_text("5")
+        assert promo.locator("td:last-child").inner_text() != "never"
+        # the form is back to its defaults, so the next grant is not promotional by accident
+        assert page.input_value("#grant-kind") == "paid" and page.input_value("#grant-expires") == ""
+        page.screenshot(path=str(shots / "accounts-buckets.png"), full_page=True)
+        with proxy.client(ALICE) as c:
+            buckets = c.get("/plugins/credits/balance").json()["buckets"]
+        promos = [b for b in buckets if b["kind"] == "promotional"]
+        assert [(b["remaining"], b["expires_at"]) for b in promos] == [("5.000000", f"{year}-06-01T10:00:00Z")]
+        assert not errors, errors
+    finally:
+        context.close()
 
 
 def test_health_board_shows_a_failing_deployment_down(proxy, page, fake, shots):

@@ -45,6 +45,32 @@ function trimDec(s) { // "12.340000" -> "12.34"; exact, on the string
   const str = String(s);
   return str.includes(".") ? str.replace(/0+$/, "").replace(/\.$/, "") : str;
 }
+// credits or "unlimited" (allowances, buckets)
+const fmtAmount = (s) => (s === "unlimited" ? "unlimited" : fmtCredits(s));
+// "of 50 per month" / "unlimited per month"
+const allowanceText = (a) => `${a.amount === "unlimited" ? "unlimited" : `of ${fmtCredits(a.amount)}`} per ${a.period}`;
+// the balance's spend caps, shortest period first: [["day", {cap, source, spent, resets_at}], ...]
+const capEntries = (bal) => ["day", "week", "month"].filter((k) => bal?.caps?.[k]).map((k) => [k, bal.caps[k]]);
+const capText = (kind, c) => `${kind} cap ${fmtCredits(c.cap)} · ${fmtCredits(c.spent)} spent`;
+// exact credit arithmetic on the API's strings (1 credit = 10^6 units), never through floats
+const UNIT = BigInt(1000000);
+function toUnits(s) {
+  const m = /^(-?)(\d+)(?:\.(\d{1,6}))?$/.exec(String(s));
+  if (!m) return null;
+  const u = BigInt(m[2]) * UNIT + BigInt((m[3] || "").padEnd(6, "0"));
+  return m[1] ? -u : u;
+}
+function fromUnits(u) {
+  const a = u < 0 ? -u : u;
+  return `${u < 0 ? "-" : ""}${a / UNIT}.${String(a % UNIT).padStart(6, "0")}`;
+}
+// what a cap still lets the account spend this period (cap − spent, not below 0; in-flight holds not counted)
+function capLeft(c) {
+  const cap = toUnits(c.cap);
+  const spent = toUnits(c.spent);
+  if (cap === null || spent === null) return null;
+  return fromUnits(cap > spent ? cap - spent : BigInt(0));
+}
 function pct(part, whole) { return whole ? `${((100 * part) / whole).toFixed(1)}%` : "—"; }
 function note(text, kind = "info") { return h("p", { class: `note ${kind}`, role: kind === "error" ? "alert" : "status" }, text); }
 
@@ -267,8 +293,9 @@ function renderUsage(main, all) {
   }
 
   function card(id, title, value, sub) {
+    const subs = (Array.isArray(sub) ? sub : [sub]).filter(Boolean);
     return h("div", { class: "card stat", id: `card-${id}` }, h("div", { class: "stat-title" }, title),
-      h("div", { class: "stat-value", "data-value": "" }, value), sub ? h("div", { class: "stat-sub" }, sub) : null);
+      h("div", { class: "stat-value", "data-value": "" }, value), subs.map((s) => h("div", { class: "stat-sub" }, s)));
   }
 
   function fillOptions(name, keys) {
@@ -323,9 +350,16 @@ function renderUsage(main, all) {
       return;
     }
     const t = dash.totals;
+    // tier allowance and spend caps (docs/credits.md, "Allowances and buckets"); absent before the account opens
+    const allowance = balance?.allowance;
+    const caps = capEntries(balance);
     clear(cards,
       balance ? card("available", "Available credits", fmtCredits(balance.available),
         `balance ${fmtCredits(balance.balance)} · held ${fmtCredits(balance.held)} · leased ${fmtCredits(balance.leased)}`) : null,
+      allowance ? card("allowance", "Allowance", fmtAmount(allowance.left),
+        `${allowanceText(allowance)} · resets ${fmtTime(allowance.resets_at)}`) : null,
+      caps.length ? card("caps", `Left under ${caps[0][0]} cap`, fmtCredits(capLeft(caps[0][1])),
+        caps.map(([kind, c]) => `${capText(kind, c)} · resets ${fmtTime(c.resets_at)}`)) : null,
       card("spent", `Spent this ${st.range}`, fmtCredits(t.credits_charged), `$${t.cost_usd} provider cost`),
       card("requests", "Requests", fmtNum(t.requests), `${fmtNum(t.succeeded)} succeeded`),
       card("avg", "Avg credits / request", fmtCredits(t.avg_credits_per_request)),
@@ -528,24 +562,43 @@ function renderAccounts(main) {
 
   async function open(account) {
     clear(detail, h("section", { class: "card" }, note(`Loading ${account}…`)));
-    const amount = h("input", { type: "text", inputmode: "decimal", id: "grant-amount", placeholder: "credits, e.g. 25 or -5.5", "aria-label": "Amount in credits" });
+    const amount = h("input", { type: "text", inputmode: "decimal", id: "grant-amount", placeholder: "credits, e.g. 25 or 12.5", "aria-label": "Amount in credits" });
     const noteIn = h("input", { type: "text", id: "grant-note", maxlength: "500", placeholder: "note (optional)", "aria-label": "Note" });
+    const kind = h("select", { id: "grant-kind", "aria-label": "Kind of credits" },
+      h("option", { value: "paid" }, "paid"), h("option", { value: "promotional" }, "promotional"));
+    const expires = h("input", { type: "datetime-local", id: "grant-expires", "aria-label": "Expires (optional, your local time)" });
     const out = h("div", { id: "grant-result" });
     const form = h("form", { id: "grant-form", class: "grant", onsubmit: async (ev) => {
       ev.preventDefault();
       const value = amount.value.trim();
-      if (!/^-?\d+(\.\d{1,6})?$/.test(value)) { clear(out, note("Amount must be a number of credits with at most 6 decimals.", "error")); return; }
-      const body = { account, amount: value, idempotency_key: crypto.randomUUID() }; // one per submit
+      if (!/^\d+(\.\d{1,6})?$/.test(value) || !/[1-9]/.test(value)) { clear(out, note("Amount must be a positive number of credits with at most 6 decimals.", "error")); return; }
+      const body = { account, amount: value, kind: kind.value, idempotency_key: crypto.randomUUID() }; // one per submit
       if (noteIn.value.trim()) body.note = noteIn.value.trim();
+      if (expires.value) { // datetime-local is the browser's local time; the API wants ISO 8601 with a zone
+        const when = new Date(expires.value);
+        if (Number.isNaN(when.getTime())) { clear(out, note("The expiry is not a valid date and time.", "error")); return; }
+        body.expires_at = when.toISOString();
+      }
       clear(out, note("Granting…"));
-      try { const r = await api.send("POST", "/plugins/credits/grant", body); clear(out, note(`Done: balance now ${fmtCredits(r.balance)} credits.`, "ok")); amount.value = ""; noteIn.value = ""; refresh(); load(); } catch (e) { clear(out, note(e.message, "error")); }
-    } }, h("h3", null, "Grant / top up"), amount, noteIn, h("button", { type: "submit", id: "grant-submit", class: "primary" }, "Grant"), out);
+      try {
+        const r = await api.send("POST", "/plugins/credits/grant", body);
+        const what = `${fmtCredits(r.amount)} ${r.kind || "paid"} credits${r.expires_at ? ` expiring ${fmtTime(r.expires_at)}` : ""}`;
+        clear(out, note(`Done: granted ${what}; balance now ${fmtCredits(r.balance)} credits.`, "ok"));
+        amount.value = ""; noteIn.value = ""; expires.value = ""; kind.value = "paid"; refresh(); load();
+      } catch (e) { clear(out, note(e.message, "error")); }
+    } }, h("h3", null, "Grant / top up"), amount, kind, h("label", { class: "radio", for: "grant-expires" }, "expires"), expires, noteIn,
+    h("button", { type: "submit", id: "grant-submit", class: "primary" }, "Grant"), out);
     const body = h("div");
     clear(detail, h("section", { class: "card", id: "account-panel" }, h("h3", null, account), body, form));
     async function refresh() {
       try {
         const [bal, led] = await Promise.all([api.get("/plugins/credits/balance", { account }), api.get("/plugins/credits/ledger", { account, limit: 50 })]);
         clear(body, h("p", { id: "account-balance" }, `Balance ${fmtCredits(bal.balance)} · held ${fmtCredits(bal.held)} · leased ${fmtCredits(bal.leased)} · available ${fmtCredits(bal.available)}`),
+          bal.opened && bal.spend ? h("p", { id: "account-allowance", class: "sub" }, allowanceLine(bal)) : null,
+          bal.buckets?.length ? h("table", { class: "data", id: "buckets" }, h("thead", null, h("tr", null, ["Kind", "Remaining", "Expires"].map((t) => h("th", null, t)))),
+            h("tbody", null, bal.buckets.map((b) => h("tr", { "data-kind": b.kind, "data-bucket": b.id ?? "paid" },
+              h("td", { class: "kind" }, b.kind, b.period ? h("span", { class: "sub" }, ` ${b.period}`) : null),
+              h("td", { class: "num" }, fmtAmount(b.remaining)), h("td", null, b.expires_at ? fmtTime(b.expires_at) : "never"))))) : null,
           h("table", { class: "data", id: "ledger" }, h("thead", null, h("tr", null, ["When", "Kind", "Change", "Balance after", "Note"].map((t) => h("th", null, t)))),
             h("tbody", null, led.entries.map((e) => h("tr", null, h("td", null, fmtTime(e.created_at)), h("td", null, e.kind), h("td", { class: "num" }, fmtCredits(e.delta)),
               h("td", { class: "num" }, fmtCredits(e.balance_after)), h("td", null, e.note || ""))))));
@@ -554,6 +607,17 @@ function renderAccounts(main) {
     refresh();
   }
   load();
+}
+
+// "tier pro · allowance 49.5 left of 50 per month, resets … · spent 0.5 today, 0.5 this week, 0.5 this month · day cap 100 (tier)"
+function allowanceLine(bal) {
+  const a = bal.allowance;
+  const left = a && a.left !== "unlimited" ? `${fmtCredits(a.left)} left ` : "";
+  const parts = [`tier ${bal.tier || "unknown"}`,
+    a ? `allowance ${left}${allowanceText(a)}, resets ${fmtTime(a.resets_at)}` : "no allowance",
+    `spent ${fmtCredits(bal.spend.day)} today, ${fmtCredits(bal.spend.week)} this week, ${fmtCredits(bal.spend.month)} this month`];
+  for (const [kind, c] of capEntries(bal)) parts.push(`${kind} cap ${fmtCredits(c.cap)} (${c.source})`);
+  return parts.join(" · ");
 }
 
 // ---- provider health (admin) ---------------------------------------------------------------
