@@ -61,7 +61,9 @@ def test_allowance_settings_are_checked_and_name_the_bad_key() -> None:
                        ({"allowances": {"free": {"amount": -1, "period": "day"}}}, "credits.allowances.free.amount"),
                        ({"allowances": {"free": {"amount": 10}}}, "credits.allowances.free.period"),
                        ({"caps": {"free": {"hour": 1}}}, "credits.caps.free.hour"),
-                       ({"caps": {"free": {"day": -3}}}, "credits.caps.free.day")]:
+                       ({"caps": {"free": {"day": -3}}}, "credits.caps.free.day"),
+                       ({"caps": {"free": {"week": "0.0000001"}}}, "credits.caps.free.week"),
+                       ({"allowances": {"free": {"amount": 1.0000001, "period": "day"}}}, "credits.allowances.free.amount")]:
         with pytest.raises(SettingsError, match=named.replace(".", r"\.")):
             parse_settings({**base, "credits": bad})
 

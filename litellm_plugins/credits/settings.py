@@ -41,6 +41,8 @@ class AllowanceSettings(BaseModel):
     def _range(cls, value: Decimal | str) -> Decimal | str:
         if isinstance(value, Decimal) and (not value.is_finite() or value < 0 or value > Decimal(10) ** 12):
             raise ValueError(f"must be between 0 and 10^12 credits or 'unlimited', got {value}")
+        if isinstance(value, Decimal) and (value * 10 ** 6) % 1:
+            raise ValueError("has more than 6 decimal places (1 unit = 0.000001 credit)")
         return value
 
 
@@ -54,6 +56,13 @@ class CapSettings(BaseModel):
     month: Decimal | None = Field(default=None, ge=0, le=Decimal(10) ** 12)
 
     _exact = field_validator("day", "week", "month", mode="before")(classmethod(lambda cls, v: _decimal(v)))
+
+    @field_validator("day", "week", "month")
+    @classmethod
+    def _units(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and (value * 10 ** 6) % 1:
+            raise ValueError("has more than 6 decimal places (1 unit = 0.000001 credit)")
+        return value
 
 
 class CreditsSettings(BaseModel):
