@@ -35,10 +35,10 @@ async def get_balance(account: str | None = Query(default=None),
     tier = (caller.metadata.get("tier") or caller.team_metadata.get("tier")) if own else None
     tier = str(tier) if tier else None
     async with rt.pool.acquire() as conn:
-        view = None
         if eng is not None:
-            view = await service.balance_view(conn, eng.cache, eng.allowances, acct, tier, eng.starting_units)
-        row = await store.balance(conn, acct)
+            row, view = await service.balance_view(conn, eng.cache, eng.allowances, acct, tier, eng.starting_units)
+        else:
+            row, view = await store.balance(conn, acct), None
     if row is None:
         if account is not None and account != caller.account(runtime.get().settings.account_order):
             not_found(f"no credit account {acct!r}", "account")

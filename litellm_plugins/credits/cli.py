@@ -66,11 +66,10 @@ async def _balance(args: argparse.Namespace) -> int:
     starting = credits_to_units(settings.credits.starting_grant)
 
     async def work(conn, cache):  # noqa: ANN001, ANN202
-        view = await service.balance_view(conn, cache, Allowances(settings.credits), args.account, args.tier,
+        return await service.balance_view(conn, cache, Allowances(settings.credits), args.account, args.tier,
                                           starting)
-        return view, await store.balance(conn, args.account)
 
-    view, row = await _with_cache(settings, work)
+    row, view = await _with_cache(settings, work)
     if row is None:
         raise CliError(f"unknown account {args.account!r}")
     print(json.dumps({"account": args.account, "balance": fmt(row["balance"]), "held": fmt(row["held"]),

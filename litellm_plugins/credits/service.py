@@ -134,23 +134,24 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 
 async def balance_view(conn: asyncpg.Connection, cache: CreditCache | None, allowances: Allowances,
-                       account: str, tier: str | None, starting_units: int) -> dict[str, Any] | None:
-    """Buckets, allowance, spend this day / week / month and caps of an account, from Postgres.
+                       account: str, tier: str | None,
+                       starting_units: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(``store.balance`` row, view): the account's row, and its buckets, allowance, spend this day /
+    week / month and caps, from Postgres.
 
     The allowance is renewed first when the account's open period is over (an idle account: the
     same ``credits_ensure_allowance`` as the request path and the sweep, so it happens once), and
-    the renewal copied to Redis. None: no such account. ``balance`` / ``held`` are the caller's to add.
+    the renewal copied to Redis. (None, None): no such account.
     """
     now = clock.now()
-    if allowances.enabled:
-        before = await store.balance(conn, account)
-        tier = tier or (before["tier"] if before is not None else None)
-        if before is not None and tier is not None:  # a tier never seen is not guessed (see sweep_buckets)
-            if await store.ensure_allowance(conn, account, tier, allowances.ensure_args(tier, now), starting_units):
-                await push_state(cache, conn, account)
     row = await store.balance(conn, account)
     if row is None:
-        return None
+        return None, None
+    tier = tier or row["tier"]
+    if allowances.enabled and tier is not None:  # a tier never seen is not guessed (see sweep_buckets)
+        if await store.ensure_allowance(conn, account, tier, allowances.ensure_args(tier, now), starting_units):
+            await push_state(cache, conn, account)
+            row = await store.balance(conn, account)
     live = await store.buckets(conn, account, now)
     paid = row["balance"] - sum(b["remaining"] or 0 for b in live)
     buckets = [{"id": b["id"], "kind": b["kind"], "period": b["period"],
@@ -160,8 +161,8 @@ async def balance_view(conn: asyncpg.Connection, cache: CreditCache | None, allo
     allowance = None
     open_bucket = next((b for b in live if b["kind"] == "allowance"), None)
     if row["allowance_period"] is not None:
-        end = await conn.fetchval("SELECT expires_at FROM credit_buckets WHERE account = $1 AND period = $2",
-                                  account, row["allowance_period"])
+        end = open_bucket["expires_at"] if open_bucket else await conn.fetchval(  # used up: not a live bucket
+            "SELECT expires_at FROM credit_buckets WHERE account = $1 AND period = $2", account, row["allowance_period"])
         unlimited = row["allowance_amount"] == UNLIMITED
         allowance = {"period": row["allowance_period"].split("/", 1)[-1], "period_start": row["allowance_period"][:10],
                      "amount": "unlimited" if unlimited else fmt(row["allowance_amount"]),
@@ -170,7 +171,7 @@ async def balance_view(conn: asyncpg.Connection, cache: CreditCache | None, allo
     keys = allowances.calendar.spend_keys(now)
     spend: dict[str, str] = {}
     caps: dict[str, Any] = {}
-    rules = allowances.of(tier or row["tier"])
+    rules = allowances.of(tier)
     for i, kind in enumerate(KINDS):
         spent = row[f"spent_{kind}"] if row[f"spent_{kind}_key"] == keys[i] else 0
         spend[kind] = fmt(spent)
@@ -180,7 +181,7 @@ async def balance_view(conn: asyncpg.Connection, cache: CreditCache | None, allo
         if cap is not None:
             caps[kind] = {"cap": fmt(cap), "source": "account" if own is not None and own == cap else "tier",
                           "spent": fmt(spent), "resets_at": allowances.calendar.period(kind, now).resets_at}
-    return {"tier": tier or row["tier"], "allowance": allowance, "buckets": buckets, "spend": spend, "caps": caps}
+    return row, {"tier": tier, "allowance": allowance, "buckets": buckets, "spend": spend, "caps": caps}
 
 
 def parse_caps(body: dict[str, Any]) -> dict[str, int | None]:

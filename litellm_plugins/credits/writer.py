@@ -255,35 +255,35 @@ class Writer:
             log.warning("Redis unavailable while spooling; the reconciler will correct it")
 
     async def _apply(self, batch: list[dict[str, Any]], release: bool = True) -> None:
-        for part in self._by_period(batch):
-            await self._apply_part(part, release)
+        for part, ops in self._by_period(batch):
+            await self._apply_part(part, ops, release)
 
-    def _by_period(self, batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    def _by_period(self, batch: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], list[store.AllowanceOp]]]:
         """The batch cut at allowance period ends when it holds calls of one account from two periods
         (a flush across a boundary): each part is applied in its own call, in time order, so the
         calls that ended before the boundary spend the period they ended in, and what that period
-        leaves expires only after them. Records without a time (voids, usage rows) go with the last part."""
+        leaves expires only after them. Records without a time (voids, usage rows) go with the last part.
+        Each part comes with its allowance operations (``_allowance_ops``), computed once."""
         ops = self._allowance_ops(batch)
         periods: dict[str, set[str]] = defaultdict(set)
         for op in ops:
             if op.period is not None:
                 periods[op.account].add(op.period)
         if all(len(found) <= 1 for found in periods.values()):
-            return [batch]
+            return [(batch, ops)]
         boundary = min(op.expires for op in ops if op.period is not None)
         before = [r for r in batch if r.get("at") is not None and r["at"] < boundary]
         after = [r for r in batch if r.get("at") is None or r["at"] >= boundary]
         if not before or not after:  # cannot happen (two periods imply records on both sides): no loop
-            return [batch]
+            return [(batch, ops)]
         return [*self._by_period(before), *self._by_period(after)]
 
-    async def _apply_part(self, batch: list[dict[str, Any]], release: bool) -> None:
+    async def _apply_part(self, batch: list[dict[str, Any]], ops: list[store.AllowanceOp], release: bool) -> None:
         holds = [_hold(r) for r in batch if r["op"] == "hold"]
         settles = [(_hold(r), int(r["charge"])) for r in batch if r["op"] == "settle"]
         voids = [_hold(r) for r in batch if r["op"] == "void"]
         usage = [r["row"] for r in batch if r["op"] == "usage"]
         now = self._charged_at(batch)
-        ops = self._allowance_ops(batch)
         keys = self.allowances.calendar.spend_keys(now) if self.allowances is not None else ("", "", "")
         async with self.pool.acquire(timeout=5.0) as conn:
             releases = await store.apply_batch(conn, holds, settles, voids, self.starting_units, ops, now, keys,
